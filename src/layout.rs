@@ -1,0 +1,269 @@
+//! Where every tensor sits in its ONE flat buffer.
+//!
+//! Parameters (and, with the same layout, gradients and AdamW's m and v) are one `Vec<f32>` in llm.c's checkpoint
+//! order, so a checkpoint is one read. Activations are a second flat buffer sized for one (B, T). A tensor is a view
+//! at an offset: `ParamTensors::sizes(config)` gives the lengths, `split`/`split_mut` cut a buffer into disjoint
+//! slices (safe Rust: the views borrow disjoint parts, so a layer can read one and write another).
+
+use crate::config::GPT2Config;
+
+/// Declares a struct of named tensors, generic over what each field holds: a size (`usize`), an offset, or a slice
+/// of a flat buffer. The field order is the buffer order.
+macro_rules! tensor_struct {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name<S> {
+            $($(#[$fmeta])* pub $field: S,)*
+        }
+
+        impl<S> $name<S> {
+            /// Field names in buffer order (the names llm.c uses).
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// The fields in buffer order.
+            pub fn into_vec(self) -> Vec<S> {
+                vec![$(self.$field),*]
+            }
+        }
+
+        impl $name<usize> {
+            /// Elements in the whole buffer.
+            pub fn total(&self) -> usize {
+                0 $(+ self.$field)*
+            }
+
+            /// Where each tensor starts in the buffer.
+            pub fn offsets(&self) -> $name<usize> {
+                let mut next = 0;
+                $(let $field = next; next += self.$field;)*
+                let _ = next;
+                $name { $($field),* }
+            }
+
+            /// Cuts `buf` (at least `total()` long) into one read-only view per tensor.
+            pub fn split<'a, E>(&self, buf: &'a [E]) -> $name<&'a [E]> {
+                assert!(buf.len() >= self.total(), "buffer of {} for a layout of {}", buf.len(), self.total());
+                let rest = buf;
+                $(let ($field, rest) = rest.split_at(self.$field);)*
+                let _ = rest;
+                $name { $($field),* }
+            }
+
+            /// Cuts `buf` (at least `total()` long) into one mutable view per tensor.
+            pub fn split_mut<'a, E>(&self, buf: &'a mut [E]) -> $name<&'a mut [E]> {
+                assert!(buf.len() >= self.total(), "buffer of {} for a layout of {}", buf.len(), self.total());
+                let rest = buf;
+                $(let ($field, rest) = rest.split_at_mut(self.$field);)*
+                let _ = rest;
+                $name { $($field),* }
+            }
+        }
+    };
+}
+
+tensor_struct! {
+    /// The 16 parameter tensors in llm.c's checkpoint order. Per-layer tensors are stacked over L.
+    ParamTensors {
+        /// (Vp, C) token embeddings, also the classifier weights (tied).
+        wte,
+        /// (maxT, C) position embeddings.
+        wpe,
+        /// (L, C)
+        ln1w,
+        /// (L, C)
+        ln1b,
+        /// (L, 3C, C)
+        qkvw,
+        /// (L, 3C)
+        qkvb,
+        /// (L, C, C)
+        attprojw,
+        /// (L, C)
+        attprojb,
+        /// (L, C)
+        ln2w,
+        /// (L, C)
+        ln2b,
+        /// (L, 4C, C)
+        fcw,
+        /// (L, 4C)
+        fcb,
+        /// (L, C, 4C)
+        fcprojw,
+        /// (L, C)
+        fcprojb,
+        /// (C)
+        lnfw,
+        /// (C)
+        lnfb,
+    }
+}
+
+impl ParamTensors<usize> {
+    /// Element counts of every parameter tensor of `config`.
+    pub fn sizes(config: &GPT2Config) -> Self {
+        let (vp, c, l, max_t) = (
+            config.padded_vocab_size,
+            config.channels,
+            config.num_layers,
+            config.max_seq_len,
+        );
+        ParamTensors {
+            wte: vp * c,
+            wpe: max_t * c,
+            ln1w: l * c,
+            ln1b: l * c,
+            qkvw: l * 3 * c * c,
+            qkvb: l * 3 * c,
+            attprojw: l * c * c,
+            attprojb: l * c,
+            ln2w: l * c,
+            ln2b: l * c,
+            fcw: l * 4 * c * c,
+            fcb: l * 4 * c,
+            fcprojw: l * c * 4 * c,
+            fcprojb: l * c,
+            lnfw: c,
+            lnfb: c,
+        }
+    }
+}
+
+impl<S> ParamTensors<S> {
+    /// Whether the tensor at buffer position `index` is a weight matrix (wte, wpe, qkvw, attprojw, fcw, fcprojw):
+    /// these get weight decay; biases and LayerNorm parameters do not.
+    pub fn is_matrix(index: usize) -> bool {
+        matches!(Self::NAMES[index], "wte" | "wpe" | "qkvw" | "attprojw" | "fcw" | "fcprojw")
+    }
+}
+
+tensor_struct! {
+    /// Everything the forward pass keeps for the backward pass, for one (B, T). Per-layer tensors are stacked
+    /// over L. Attention keeps its output and one log-sum-exp per score row instead of the (T, T) matrices: the
+    /// backward pass recomputes the scores, so memory grows with T, not T².
+    ActTensors {
+        /// (B, T, C) token + position embedding.
+        encoded,
+        /// (L, B, T, C)
+        ln1,
+        /// (L, B, T)
+        ln1_mean,
+        /// (L, B, T)
+        ln1_rstd,
+        /// (L, B, T, 3C) queries, keys, values.
+        qkv,
+        /// (L, B, T, C) attention output before its projection.
+        atty,
+        /// (L, B, NH, T) log-sum-exp of each row of scaled scores.
+        att_lse,
+        /// (L, B, T, C)
+        attproj,
+        /// (L, B, T, C) residual after attention.
+        residual2,
+        /// (L, B, T, C)
+        ln2,
+        /// (L, B, T)
+        ln2_mean,
+        /// (L, B, T)
+        ln2_rstd,
+        /// (L, B, T, 4C)
+        fch,
+        /// (L, B, T, 4C)
+        fch_gelu,
+        /// (L, B, T, C)
+        fcproj,
+        /// (L, B, T, C) residual after the MLP.
+        residual3,
+        /// (B, T, C)
+        lnf,
+        /// (B, T)
+        lnf_mean,
+        /// (B, T)
+        lnf_rstd,
+        /// (B, T, Vp) logits; the backward pass overwrites them with dlogits.
+        logits,
+        /// (B, T) per-position cross-entropy.
+        losses,
+    }
+}
+
+impl ActTensors<usize> {
+    /// Element counts of every activation tensor of `config` at batch `b` and sequence length `t`.
+    pub fn sizes(config: &GPT2Config, b: usize, t: usize) -> Self {
+        let (vp, c, l, nh) = (
+            config.padded_vocab_size,
+            config.channels,
+            config.num_layers,
+            config.num_heads,
+        );
+        let bt = b * t;
+        ActTensors {
+            encoded: bt * c,
+            ln1: l * bt * c,
+            ln1_mean: l * bt,
+            ln1_rstd: l * bt,
+            qkv: l * bt * 3 * c,
+            atty: l * bt * c,
+            att_lse: l * b * nh * t,
+            attproj: l * bt * c,
+            residual2: l * bt * c,
+            ln2: l * bt * c,
+            ln2_mean: l * bt,
+            ln2_rstd: l * bt,
+            fch: l * bt * 4 * c,
+            fch_gelu: l * bt * 4 * c,
+            fcproj: l * bt * c,
+            residual3: l * bt * c,
+            lnf: bt * c,
+            lnf_mean: bt,
+            lnf_rstd: bt,
+            logits: bt * vp,
+            losses: bt,
+        }
+    }
+}
+
+/// Layer `l`'s slice of a tensor stacked over layers, each layer `per_layer` elements.
+pub fn layer<E>(stacked: &[E], l: usize, per_layer: usize) -> &[E] {
+    &stacked[l * per_layer..(l + 1) * per_layer]
+}
+
+/// Layer `l`'s mutable slice of a tensor stacked over layers, each layer `per_layer` elements.
+pub fn layer_mut<E>(stacked: &mut [E], l: usize, per_layer: usize) -> &mut [E] {
+    &mut stacked[l * per_layer..(l + 1) * per_layer]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_follow_checkpoint_order() {
+        let config = GPT2Config::preset("d4").unwrap();
+        let sizes = ParamTensors::sizes(&config);
+        let offsets = sizes.offsets();
+        assert_eq!(offsets.wte, 0);
+        assert_eq!(offsets.wpe, sizes.wte);
+        assert_eq!(offsets.lnfb + sizes.lnfb, sizes.total());
+    }
+
+    #[test]
+    fn split_views_are_disjoint_and_cover_the_buffer() {
+        let config = GPT2Config::preset("d4").unwrap();
+        let sizes = ParamTensors::sizes(&config);
+        let buf: Vec<u32> = (0..sizes.total() as u32).collect();
+        let views = sizes.split(&buf);
+        assert_eq!(views.wpe[0] as usize, sizes.wte);
+        assert_eq!(*views.lnfb.last().unwrap() as usize, sizes.total() - 1);
+    }
+
+    #[test]
+    fn only_weight_matrices_are_decayed() {
+        let decayed: Vec<&str> = (0..16)
+            .filter(|&i| ParamTensors::<usize>::is_matrix(i))
+            .map(|i| ParamTensors::<usize>::NAMES[i])
+            .collect();
+        assert_eq!(decayed, ["wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"]);
+    }
+}

@@ -1,0 +1,12 @@
+//! llmrs: GPT-2 training from scratch, in the spirit of llm.c.
+//!
+//! `config` and `layout` describe the model and its flat buffers, `cpu` holds the fp32 reference layers,
+//! `model` runs forward, backward and the AdamW update, `data`, `tokenizer` and `checkpoint` read and write
+//! llm.c's file formats, and `train` is the training loop behind the `train_gpt2` binary.
+
+pub mod config;
+pub mod error;
+pub mod layout;
+
+pub use config::GPT2Config;
+pub use error::{Error, Result};
