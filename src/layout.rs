@@ -41,6 +41,15 @@ macro_rules! tensor_struct {
                 $name { $($field),* }
             }
 
+            /// Each tensor's element range in the buffer, in buffer order.
+            pub fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> {
+                let mut start = 0;
+                [$(self.$field),*].into_iter().map(move |len| {
+                    start += len;
+                    start - len..start
+                })
+            }
+
             /// Cuts `buf` (at least `total()` long) into one read-only view per tensor.
             pub fn split<'a, E>(&self, buf: &'a [E]) -> $name<&'a [E]> {
                 assert!(buf.len() >= self.total(), "buffer of {} for a layout of {}", buf.len(), self.total());
@@ -134,7 +143,10 @@ impl<S> ParamTensors<S> {
     /// Whether the tensor at buffer position `index` is a weight matrix (wte, wpe, qkvw, attprojw, fcw, fcprojw):
     /// these get weight decay; biases and LayerNorm parameters do not.
     pub fn is_matrix(index: usize) -> bool {
-        matches!(Self::NAMES[index], "wte" | "wpe" | "qkvw" | "attprojw" | "fcw" | "fcprojw")
+        matches!(
+            Self::NAMES[index],
+            "wte" | "wpe" | "qkvw" | "attprojw" | "fcw" | "fcprojw"
+        )
     }
 }
 
@@ -155,7 +167,7 @@ tensor_struct! {
         qkv,
         /// (L, B, T, C) attention output before its projection.
         atty,
-        /// (L, B, NH, T) log-sum-exp of each row of scaled scores.
+        /// (L, B, T, NH) log-sum-exp of each row of scaled scores.
         att_lse,
         /// (L, B, T, C)
         attproj,
@@ -205,7 +217,7 @@ impl ActTensors<usize> {
             ln1_rstd: l * bt,
             qkv: l * bt * 3 * c,
             atty: l * bt * c,
-            att_lse: l * b * nh * t,
+            att_lse: l * bt * nh,
             attproj: l * bt * c,
             residual2: l * bt * c,
             ln2: l * bt * c,

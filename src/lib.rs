@@ -4,9 +4,17 @@
 //! `model` runs forward, backward and the AdamW update, `data`, `tokenizer` and `checkpoint` read and write
 //! llm.c's file formats, and `train` is the training loop behind the `train_gpt2` binary.
 
+pub mod checkpoint;
 pub mod config;
+pub mod corpus;
+pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod layout;
+pub mod model;
+pub mod rng;
+pub mod tokenizer;
+pub mod train;
 
 pub use config::GPT2Config;
 pub use error::{Error, Result};

@@ -1,0 +1,125 @@
+//! Matmul with bias, the layer every linear projection uses: out = inp · weightᵀ + bias, with PyTorch's
+//! (OC, C) weight layout. The products go to the `gemm` crate, which takes row and column strides, so the
+//! transposes below are strides, never copies.
+//!
+//! backward: dinp += dout · weight;  dweight += doutᵀ · inp;  dbias += column sums of dout.
+
+use rayon::prelude::*;
+
+/// dst (m, n) += lhs (m, k) · rhs (k, n), each operand given by its row stride and column stride in elements.
+/// With `accumulate` false, dst is overwritten.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    dst_cs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    accumulate: bool,
+) {
+    // Bounds of the last element each operand touches, checked so the raw-pointer call below stays in bounds.
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(last(m, n, dst_rs, dst_cs) < dst.len(), "sgemm: dst too small");
+    assert!(last(m, k, lhs_rs, lhs_cs) < lhs.len(), "sgemm: lhs too small");
+    assert!(last(k, n, rhs_rs, rhs_cs) < rhs.len(), "sgemm: rhs too small");
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every element the strides reach inside its slice; dst is borrowed mutably
+    // and so cannot alias lhs or rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// out: (B, T, OC); inp: (B, T, C); weight: (OC, C); bias: (OC) or none.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    b: usize,
+    t: usize,
+    c: usize,
+    oc: usize,
+) {
+    let n = b * t;
+    // Start every output row at the bias and let the product accumulate on top: one pass over out, not two.
+    if let Some(bias) = bias {
+        out[..n * oc]
+            .par_chunks_mut(oc)
+            .for_each(|row| row.copy_from_slice(&bias[..oc]));
+    }
+    // out (n, oc) = inp (n, c) · weightᵀ (c, oc); weightᵀ[k][j] = weight[j * c + k].
+    sgemm(n, oc, c, out, oc, 1, inp, c, 1, weight, 1, c, bias.is_some());
+}
+
+/// dinp: (B, T, C), dweight: (OC, C), dbias: (OC) accumulate; dout: (B, T, OC); inp: (B, T, C); weight: (OC, C).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward(
+    dinp: &mut [f32],
+    dweight: &mut [f32],
+    dbias: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    oc: usize,
+) {
+    let n = b * t;
+    // dinp (n, c) += dout (n, oc) · weight (oc, c)
+    sgemm(n, c, oc, dinp, c, 1, dout, oc, 1, weight, c, 1, true);
+    // dweight (oc, c) += doutᵀ (oc, n) · inp (n, c); doutᵀ[j][i] = dout[i * oc + j].
+    sgemm(oc, c, n, dweight, c, 1, dout, 1, oc, inp, c, 1, true);
+    if let Some(dbias) = dbias {
+        // Column sums, parallel over column chunks so every task owns its slice of dbias.
+        const COLUMN_CHUNK: usize = 64;
+        dbias[..oc]
+            .par_chunks_mut(COLUMN_CHUNK)
+            .enumerate()
+            .for_each(|(chunk, db)| {
+                let j0 = chunk * COLUMN_CHUNK;
+                for row in dout[..n * oc].chunks_exact(oc) {
+                    for (d, &g) in db.iter_mut().zip(&row[j0..]) {
+                        *d += g;
+                    }
+                }
+            });
+    }
+}

@@ -1,0 +1,20 @@
+//! The fp32 reference: one file per layer, mirroring `kernels/` name for name.
+//!
+//! Conventions (llm.c's): outputs first, then inputs, then sizes. Forward passes overwrite their outputs.
+//! Backward passes ACCUMULATE (`+=`) into parameter gradients and into activation gradients alike, because
+//! gradient buffers are zeroed once per step and a tensor read by two layers (the residual stream) receives two
+//! contributions. Work is split over rows with rayon; each task writes a disjoint part of every output, so the
+//! results do not depend on the number of threads.
+
+pub mod adamw;
+pub mod attention;
+pub mod classifier;
+pub mod encoder;
+pub mod gelu;
+pub mod global_norm;
+pub mod layernorm;
+pub mod matmul;
+pub mod residual;
+
+/// Elements per rayon task for element-wise loops: large enough that scheduling costs nothing next to the work.
+pub(crate) const ELEMENTWISE_CHUNK: usize = 16 * 1024;
