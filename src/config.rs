@@ -116,8 +116,7 @@ impl GPT2Config {
     /// Training FLOPs per token at sequence length `seq_len`: 6 per parameter (forward 2, backward 4) plus the
     /// attention scores and their weighted sum, which touch no parameter (6 * L * C * T, llm.c's estimate).
     pub fn flops_per_token(&self, seq_len: usize) -> f64 {
-        6.0 * self.num_parameters() as f64
-            + 6.0 * (self.num_layers * self.channels * seq_len) as f64
+        6.0 * self.num_parameters() as f64 + 6.0 * (self.num_layers * self.channels * seq_len) as f64
     }
 }
 

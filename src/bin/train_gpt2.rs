@@ -1,1 +1,440 @@
-fn main() {}
+//! `train_gpt2`: train a GPT-2 model, llm.c-style. With no flags it trains a small model on the built-in
+//! generated stories, on the CPU, and prints losses and samples as it goes.
+
+use clap::{Parser, ValueEnum};
+use llmrs::checkpoint::{read_model, write_model, ModelDtype};
+use llmrs::config::{GPT2Config, PRESETS};
+use llmrs::corpus;
+use llmrs::data::DataLoader;
+use llmrs::error::{Error, Result};
+use llmrs::model::{AdamWConfig, GPT2};
+use llmrs::tokenizer::Tokenizer;
+use llmrs::train::{train, Event, TrainOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Stories generated for the built-in dataset (about 110 tokens each).
+const BUILTIN_STORIES: usize = 4000;
+/// Every tenth built-in story goes to the validation split.
+const BUILTIN_VAL_EVERY: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Device {
+    /// CUDA when this build has a GPU backend and a GPU is present, otherwise the CPU.
+    Auto,
+    Cpu,
+    /// An NVIDIA GPU (not in this build yet).
+    Cuda,
+}
+
+/// Train GPT-2 from scratch (or from an llm.c checkpoint) on llm.c token shards.
+///
+/// With no flags, trains the d4 preset on built-in generated stories on the CPU. One-letter flags are llm.c's.
+#[derive(Debug, Parser)]
+#[command(name = "train_gpt2", version, max_term_width = 110)]
+struct Args {
+    /// Model: an llm.c checkpoint (.bin, version 3 or 5) or a preset for random init:
+    /// d4, d6, d12 (GPT-2 124M), d24 (350M), d36 (774M), d48 (1.5B)
+    #[arg(short = 'e', long, default_value = "d4", help_heading = "Model")]
+    model: String,
+    /// Override the preset's number of layers (L)
+    #[arg(long, help_heading = "Model")]
+    layers: Option<usize>,
+    /// Override the preset's width (C)
+    #[arg(long, help_heading = "Model")]
+    channels: Option<usize>,
+    /// Override the preset's attention heads (NH)
+    #[arg(long, help_heading = "Model")]
+    heads: Option<usize>,
+    /// Override the preset's vocabulary size (V; padded to a multiple of 128)
+    #[arg(long, help_heading = "Model")]
+    vocab_size: Option<usize>,
+    /// Override the preset's maximum sequence length (maxT)
+    #[arg(long, help_heading = "Model")]
+    max_seq_len: Option<usize>,
+
+    /// Training tokens: an llm.c shard or a glob over shards (default: built-in generated stories)
+    #[arg(short = 'i', long, help_heading = "Data")]
+    train_data: Option<String>,
+    /// Validation tokens: an llm.c shard or a glob (default: none, or the built-in split)
+    #[arg(short = 'j', long, help_heading = "Data")]
+    val_data: Option<String>,
+    /// Read training batches in file order instead of llm.c-style shuffled order
+    #[arg(long, help_heading = "Data")]
+    no_shuffle: bool,
+    /// llm.c tokenizer .bin used to print samples (default: GPT-2 BPE built in)
+    #[arg(long, help_heading = "Data")]
+    tokenizer: Option<PathBuf>,
+
+    /// Directory for metrics.jsonl and the final model.bin
+    #[arg(short = 'o', long, help_heading = "Output")]
+    out: Option<PathBuf>,
+    /// Evaluate the validation loss every N steps (0 = never)
+    #[arg(short = 'v', long, default_value_t = 20, help_heading = "Output")]
+    val_every: usize,
+    /// Batches averaged per evaluation
+    #[arg(short = 'm', long, default_value_t = 10, help_heading = "Output")]
+    val_batches: usize,
+    /// Print a generated sample every N steps (0 = never; one is always printed at the end)
+    #[arg(short = 's', long, default_value_t = 100, help_heading = "Output")]
+    sample_every: usize,
+    /// Tokens per generated sample
+    #[arg(short = 'g', long, default_value_t = 64, help_heading = "Output")]
+    gen_tokens: usize,
+
+    /// Sequences per batch (B)
+    #[arg(short = 'b', long, default_value_t = 8, help_heading = "Optimisation")]
+    batch_size: usize,
+    /// Tokens per sequence (T)
+    #[arg(short = 't', long, default_value_t = 64, help_heading = "Optimisation")]
+    seq_len: usize,
+    /// Optimizer steps
+    #[arg(short = 'x', long, default_value_t = 200, help_heading = "Optimisation")]
+    steps: usize,
+    /// Peak learning rate
+    #[arg(short = 'l', long, default_value_t = 1e-3, help_heading = "Optimisation")]
+    lr: f32,
+    /// Linear warmup steps
+    #[arg(short = 'u', long, default_value_t = 10, help_heading = "Optimisation")]
+    warmup: usize,
+    /// Cosine decay ends at lr * this (1.0 with --warmup 0 = constant lr)
+    #[arg(short = 'q', long, default_value_t = 0.1, help_heading = "Optimisation")]
+    lr_final_frac: f32,
+    /// AdamW beta1
+    #[arg(long, default_value_t = 0.9, help_heading = "Optimisation")]
+    beta1: f32,
+    /// AdamW beta2
+    #[arg(long, default_value_t = 0.95, help_heading = "Optimisation")]
+    beta2: f32,
+    /// AdamW epsilon
+    #[arg(long, default_value_t = 1e-8, help_heading = "Optimisation")]
+    eps: f32,
+    /// AdamW weight decay (weight matrices only)
+    #[arg(short = 'c', long, default_value_t = 0.0, help_heading = "Optimisation")]
+    weight_decay: f32,
+    /// Clip the global gradient norm to this (0 = off)
+    #[arg(long, default_value_t = 1.0, help_heading = "Optimisation")]
+    grad_clip: f32,
+
+    /// Seed for initialisation, shuffling and sampling
+    #[arg(long, default_value_t = 1337, help_heading = "System")]
+    seed: u64,
+    /// CPU threads (default: all cores)
+    #[arg(long, help_heading = "System")]
+    threads: Option<usize>,
+    /// Where to train
+    #[arg(long, value_enum, default_value_t = Device::Auto, help_heading = "System")]
+    device: Device,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Rejects flag values no run can use, naming the flag.
+fn check_flags(args: &Args) -> Result<()> {
+    let positive = [
+        ("--batch-size", args.batch_size),
+        ("--seq-len", args.seq_len),
+        ("--steps", args.steps),
+        ("--val-batches", args.val_batches),
+    ];
+    for (flag, value) in positive {
+        if value == 0 {
+            return Err(Error::config(flag, "must be at least 1, found 0"));
+        }
+    }
+    let in_range = |flag: &str, value: f32, ok: bool, expected: &str| {
+        if ok && value.is_finite() {
+            Ok(())
+        } else {
+            Err(Error::config(flag, format!("expected {expected}, found {value}")))
+        }
+    };
+    in_range("--lr", args.lr, args.lr > 0.0, "a positive number")?;
+    in_range(
+        "--lr-final-frac",
+        args.lr_final_frac,
+        (0.0..=1.0).contains(&args.lr_final_frac),
+        "0..=1",
+    )?;
+    in_range("--beta1", args.beta1, (0.0..1.0).contains(&args.beta1), "0..1")?;
+    in_range("--beta2", args.beta2, (0.0..1.0).contains(&args.beta2), "0..1")?;
+    in_range("--eps", args.eps, args.eps > 0.0, "a positive number")?;
+    in_range(
+        "--weight-decay",
+        args.weight_decay,
+        args.weight_decay >= 0.0,
+        "a number >= 0",
+    )?;
+    in_range(
+        "--grad-clip",
+        args.grad_clip,
+        args.grad_clip >= 0.0,
+        "a number >= 0 (0 = off)",
+    )?;
+    if args.warmup > args.steps {
+        return Err(Error::config(
+            "--warmup",
+            format!("{} warmup steps is more than --steps {}", args.warmup, args.steps),
+        ));
+    }
+    if args.threads == Some(0) {
+        return Err(Error::config("--threads", "must be at least 1, found 0"));
+    }
+    Ok(())
+}
+
+/// The model named by `--model`: a checkpoint file, or a preset with the size flags applied.
+fn load_model(args: &Args) -> Result<GPT2> {
+    let overrides = [
+        ("--layers", args.layers),
+        ("--channels", args.channels),
+        ("--heads", args.heads),
+        ("--vocab-size", args.vocab_size),
+        ("--max-seq-len", args.max_seq_len),
+    ];
+    if let Some(mut config) = GPT2Config::preset(&args.model) {
+        let [layers, channels, heads, vocab, max_t] = overrides.map(|(_, v)| v);
+        config.num_layers = layers.unwrap_or(config.num_layers);
+        config.channels = channels.unwrap_or(config.channels);
+        config.num_heads = heads.unwrap_or(config.num_heads);
+        config.max_seq_len = max_t.unwrap_or(config.max_seq_len);
+        if let Some(v) = vocab {
+            config.vocab_size = v;
+            config.padded_vocab_size = llmrs::config::padded_vocab(v);
+        }
+        config.validate("--model and its size flags")?;
+        return GPT2::random(config, args.seed);
+    }
+    let path = Path::new(&args.model);
+    if !path.exists() && !args.model.ends_with(".bin") && !args.model.contains(std::path::MAIN_SEPARATOR) {
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+        return Err(Error::config(
+            "--model",
+            format!(
+                "'{}' is neither a file nor a preset (presets: {})",
+                args.model,
+                names.join(", ")
+            ),
+        ));
+    }
+    if let Some((flag, _)) = overrides.iter().find(|(_, v)| v.is_some()) {
+        return Err(Error::config(
+            *flag,
+            "size flags apply to presets, not to a checkpoint file",
+        ));
+    }
+    let (config, params) = read_model(path)?;
+    GPT2::new(config, params)
+}
+
+/// The training and validation loaders: the user's shards, or the built-in stories split 90/10.
+fn load_data(args: &Args, shuffle: Option<u64>) -> Result<(DataLoader, Option<DataLoader>)> {
+    let (b, t) = (args.batch_size, args.seq_len);
+    if let Some(pattern) = &args.train_data {
+        let train = DataLoader::open(pattern, b, t, shuffle)?;
+        let val = args
+            .val_data
+            .as_deref()
+            .map(|p| DataLoader::open(p, b, t, None))
+            .transpose()?;
+        return Ok((train, val));
+    }
+    if args.val_data.is_some() {
+        return Err(Error::config("--val-data", "needs --train-data as well"));
+    }
+    let bpe = Tokenizer::gpt2()?;
+    let (mut train_docs, mut val_docs) = (Vec::new(), Vec::new());
+    for (i, story) in corpus::stories(args.seed, BUILTIN_STORIES).iter().enumerate() {
+        let doc = bpe.encode(story)?;
+        if i % BUILTIN_VAL_EVERY == 0 {
+            &mut val_docs
+        } else {
+            &mut train_docs
+        }
+        .push(doc);
+    }
+    let eot = bpe.eot_token();
+    let train = DataLoader::from_tokens(
+        "built-in stories (train)",
+        corpus::join_documents(&train_docs, eot),
+        b,
+        t,
+        shuffle,
+    )?;
+    let val = DataLoader::from_tokens(
+        "built-in stories (val)",
+        corpus::join_documents(&val_docs, eot),
+        b,
+        t,
+        None,
+    )?;
+    Ok((train, Some(val)))
+}
+
+/// Refuses data whose token ids do not fit the model's vocabulary, before any step runs.
+fn check_vocab(loader: &DataLoader, config: &GPT2Config, flag: &str) -> Result<()> {
+    let max = loader.max_token() as usize;
+    if max >= config.vocab_size {
+        return Err(Error::config(
+            flag,
+            format!(
+                "{} holds token id {max}, but the model's vocabulary has {} tokens (ids 0..{})",
+                loader.current_shard().display(),
+                config.vocab_size,
+                config.vocab_size - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn run(args: &Args) -> Result<()> {
+    check_flags(args)?;
+    let device = match args.device {
+        Device::Cuda => {
+            return Err(Error::config(
+                "--device",
+                "cuda: this build has no GPU backend yet; use --device cpu (or auto)",
+            ))
+        }
+        Device::Auto => "cpu (auto: no GPU backend in this build)",
+        Device::Cpu => "cpu",
+    };
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| Error::config("--threads", e.to_string()))?;
+    }
+    println!("device: {device}, {} threads", rayon::current_num_threads());
+
+    let mut model = load_model(args)?;
+    let cfg = model.config;
+    if args.seq_len > cfg.max_seq_len {
+        return Err(Error::config(
+            "--seq-len",
+            format!(
+                "{} is longer than the model's max sequence length {}",
+                args.seq_len, cfg.max_seq_len
+            ),
+        ));
+    }
+    let shuffle = (!args.no_shuffle).then_some(args.seed);
+    let (mut train_loader, mut val_loader) = load_data(args, shuffle)?;
+    check_vocab(&train_loader, &cfg, "--train-data")?;
+    if let Some(val) = &val_loader {
+        check_vocab(val, &cfg, "--val-data")?;
+    }
+    let tokenizer = match &args.tokenizer {
+        Some(path) => Some(Tokenizer::from_llmc_file(path)?),
+        None if cfg.vocab_size == llmrs::config::GPT2_VOCAB_SIZE => Some(Tokenizer::gpt2()?),
+        None => None,
+    };
+    let val_batches = val_loader
+        .as_ref()
+        .map_or(0, |v| args.val_batches.min(v.batches_per_epoch()));
+
+    println!(
+        "model: {} | L={} C={} NH={} HS={} maxT={} V={} Vp={} | {:.2}M parameters",
+        args.model,
+        cfg.num_layers,
+        cfg.channels,
+        cfg.num_heads,
+        cfg.head_size(),
+        cfg.max_seq_len,
+        cfg.vocab_size,
+        cfg.padded_vocab_size,
+        model.num_parameters() as f64 / 1e6
+    );
+    println!(
+        "train: {} tokens ({} batches of B={} T={}, {}) | val: {}",
+        train_loader.num_tokens(),
+        train_loader.batches_per_epoch(),
+        args.batch_size,
+        args.seq_len,
+        if args.no_shuffle { "in order" } else { "shuffled" },
+        match &val_loader {
+            Some(v) => format!("{} tokens, {val_batches} batches per evaluation", v.num_tokens()),
+            None => "none".to_string(),
+        }
+    );
+    println!(
+        "steps: {} | lr {:e} (warmup {}, cosine to {}x) | weight decay {} | grad clip {} | {:.1} GFLOP per step",
+        args.steps,
+        args.lr,
+        args.warmup,
+        args.lr_final_frac,
+        args.weight_decay,
+        args.grad_clip,
+        cfg.flops_per_token(args.seq_len) * (args.batch_size * args.seq_len) as f64 / 1e9
+    );
+
+    let metrics_path = match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create output directory", dir, e))?;
+            Some(dir.join("metrics.jsonl"))
+        }
+        None => None,
+    };
+    let opts = TrainOptions {
+        batch_size: args.batch_size,
+        seq_len: args.seq_len,
+        steps: args.steps,
+        lr: args.lr,
+        warmup: args.warmup,
+        lr_final_frac: args.lr_final_frac,
+        adamw: AdamWConfig {
+            beta1: args.beta1,
+            beta2: args.beta2,
+            eps: args.eps,
+            weight_decay: args.weight_decay,
+        },
+        grad_clip: args.grad_clip,
+        val_every: if val_loader.is_some() { args.val_every } else { 0 },
+        val_batches,
+        sample_every: args.sample_every,
+        gen_tokens: args.gen_tokens,
+        seed: args.seed,
+    };
+    let steps = args.steps;
+    let summary = train(
+        &mut model,
+        &mut train_loader,
+        val_loader.as_mut(),
+        tokenizer.as_ref(),
+        &opts,
+        metrics_path.as_deref(),
+        |event| match event {
+            Event::Step(m) => println!(
+                "step {:>5}/{steps} | train loss {:.4} | lr {:.2e} | norm {:.3} | {:.1} ms | {:.0} tok/s",
+                m.step + 1,
+                m.train_loss,
+                m.lr,
+                m.grad_norm,
+                m.ms,
+                m.tokens_per_sec
+            ),
+            Event::Val(m) => println!("step {:>5}/{steps} | val loss {:.4}", m.step, m.val_loss),
+            Event::Sample { step, text } => println!("--- sample at step {step} ---\n{}\n---", text.trim_end()),
+        },
+    )?;
+    println!(
+        "done: {} steps, {:.0} tokens/s on average",
+        steps, summary.tokens_per_sec
+    );
+    if let Some(dir) = &args.out {
+        let path = dir.join("model.bin");
+        write_model(&path, &cfg, &model.params, ModelDtype::F32)?;
+        println!("wrote {} and {}", path.display(), dir.join("metrics.jsonl").display());
+    }
+    Ok(())
+}

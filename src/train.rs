@@ -1,0 +1,238 @@
+//! The training loop, with llm.c's semantics: at step s (0 <= s < steps) the validation loss, when due, is taken
+//! before that step's update; the train loss of step s is its forward loss before its update; a last evaluation
+//! and sample follow the final update. The loop reports through a callback so the library never prints.
+
+use crate::cpu::global_norm::clip_scale;
+use crate::data::DataLoader;
+use crate::error::{Error, Result};
+use crate::model::{AdamWConfig, GPT2};
+use crate::rng::Rng;
+use crate::tokenizer::Tokenizer;
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything that shapes a run besides the model and the data.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOptions {
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub steps: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Steps of linear warmup from lr / warmup to lr.
+    pub warmup: usize,
+    /// The cosine decay ends at lr * lr_final_frac on the last step.
+    pub lr_final_frac: f32,
+    pub adamw: AdamWConfig,
+    /// Clip the global gradient norm to this (0 = no clipping).
+    pub grad_clip: f32,
+    /// Evaluate every this many steps (0 = never).
+    pub val_every: usize,
+    /// Batches averaged per evaluation.
+    pub val_batches: usize,
+    /// Generate a sample every this many steps (0 = never).
+    pub sample_every: usize,
+    /// Tokens per sample.
+    pub gen_tokens: usize,
+    /// Seed for sampling.
+    pub seed: u64,
+}
+
+/// llm.c's schedule: linear warmup over `warmup` steps, then cosine decay from `lr` to `lr * final_frac` at the
+/// last step. With warmup 0 and final_frac 1 the rate is constant.
+pub fn learning_rate(step: usize, steps: usize, lr: f32, warmup: usize, final_frac: f32) -> f32 {
+    if step < warmup {
+        return lr * (step + 1) as f32 / warmup as f32;
+    }
+    let decay_ratio = if steps > warmup {
+        (step - warmup) as f64 / (steps - warmup) as f64
+    } else {
+        0.0
+    };
+    let coeff = 0.5 * (1.0 + (std::f64::consts::PI * decay_ratio).cos());
+    let lr_min = lr as f64 * final_frac as f64;
+    (lr_min + coeff * (lr as f64 - lr_min)) as f32
+}
+
+/// One line of metrics.jsonl for a training step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub train_loss: f32,
+    pub lr: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+    pub ms: f64,
+    pub tokens_per_sec: f64,
+}
+
+/// One line of metrics.jsonl for an evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValMetrics {
+    pub step: usize,
+    pub val_loss: f32,
+}
+
+/// What the loop reports as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Step(&'a StepMetrics),
+    Val(&'a ValMetrics),
+    Sample { step: usize, text: &'a str },
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub train_losses: Vec<f32>,
+    pub val_losses: Vec<(usize, f32)>,
+    /// Mean over the steps after the first (which pays for warm-up allocations).
+    pub tokens_per_sec: f64,
+}
+
+/// Appends JSON lines to `metrics.jsonl`, flushed after each line so a run can be watched with `tail -f`.
+struct MetricsFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl MetricsFile {
+    fn create(path: PathBuf) -> Result<Self> {
+        let file = File::create(&path).map_err(|e| Error::io("cannot create", &path, e))?;
+        Ok(MetricsFile {
+            path,
+            out: BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, record: &impl Serialize) -> Result<()> {
+        let line = serde_json::to_string(record).expect("metrics records serialize");
+        writeln!(self.out, "{line}")
+            .and_then(|_| self.out.flush())
+            .map_err(|e| Error::io("cannot write", &self.path, e))
+    }
+}
+
+/// Mean loss over the first `batches` batches of `loader` (from its start).
+pub fn evaluate(model: &mut GPT2, loader: &mut DataLoader, batches: usize) -> Result<f32> {
+    loader.reset();
+    let (b, t) = (loader.batch_size(), loader.seq_len());
+    let mut sum = 0.0f64;
+    for _ in 0..batches {
+        let (inputs, targets) = loader.next_batch();
+        sum += model.forward(inputs, Some(targets), b, t)?.expect("targets given") as f64;
+    }
+    Ok((sum / batches as f64) as f32)
+}
+
+/// Generates `count` tokens after `prompt` by sampling from the softmax of the model's next-token logits
+/// (temperature 1). The context is cut to the last `max_context` tokens.
+pub fn generate(model: &mut GPT2, prompt: &[u32], count: usize, max_context: usize, rng: &mut Rng) -> Result<Vec<u32>> {
+    let (v, vp) = (model.config.vocab_size, model.config.padded_vocab_size);
+    let max_context = max_context.min(model.config.max_seq_len).max(1);
+    let mut tokens = prompt.to_vec();
+    let mut probs = vec![0.0f32; v];
+    for _ in 0..count {
+        let context = &tokens[tokens.len().saturating_sub(max_context)..];
+        let t = context.len();
+        model.forward(context, None, 1, t)?;
+        let logits = &model.logits()[(t - 1) * vp..][..v];
+        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let mut sum = 0.0f32;
+        for (p, &x) in probs.iter_mut().zip(logits) {
+            *p = (x - max).exp();
+            sum += *p;
+        }
+        // Inverse-CDF sampling; the last token catches rounding at the top of the cumulative sum.
+        let target = rng.next_f32() * sum;
+        let mut cumulative = 0.0f32;
+        let next = probs
+            .iter()
+            .position(|&p| {
+                cumulative += p;
+                cumulative > target
+            })
+            .unwrap_or(v - 1);
+        tokens.push(next as u32);
+    }
+    Ok(tokens[prompt.len()..].to_vec())
+}
+
+/// Trains `model` for `opts.steps` AdamW steps on `train`, evaluating on `val` and sampling through `tokenizer`
+/// when given. Writes metrics.jsonl when `metrics` is a path.
+pub fn train(
+    model: &mut GPT2,
+    train: &mut DataLoader,
+    mut val: Option<&mut DataLoader>,
+    tokenizer: Option<&Tokenizer>,
+    opts: &TrainOptions,
+    metrics: Option<&Path>,
+    mut on_event: impl FnMut(Event),
+) -> Result<Summary> {
+    let (b, t) = (opts.batch_size, opts.seq_len);
+    let mut metrics = metrics.map(|p| MetricsFile::create(p.to_path_buf())).transpose()?;
+    let mut rng = Rng::new(opts.seed);
+    let mut summary = Summary::default();
+    let mut timed_ms = 0.0f64;
+    for step in 0..=opts.steps {
+        let last = step == opts.steps;
+        if let Some(val) = val.as_deref_mut() {
+            if opts.val_every > 0 && (step % opts.val_every == 0 || last) {
+                let record = ValMetrics {
+                    step,
+                    val_loss: evaluate(model, val, opts.val_batches)?,
+                };
+                summary.val_losses.push((step, record.val_loss));
+                if let Some(m) = metrics.as_mut() {
+                    m.write(&record)?;
+                }
+                on_event(Event::Val(&record));
+            }
+        }
+        if let Some(tokenizer) = tokenizer {
+            if opts.sample_every > 0 && opts.gen_tokens > 0 && ((step > 0 && step % opts.sample_every == 0) || last) {
+                let prompt = [tokenizer.eot_token()];
+                let tokens = generate(model, &prompt, opts.gen_tokens, t, &mut rng)?;
+                on_event(Event::Sample {
+                    step,
+                    text: &tokenizer.decode(&tokens),
+                });
+            }
+        }
+        if last {
+            break;
+        }
+
+        let start = Instant::now();
+        model.zero_grad();
+        let (inputs, targets) = train.next_batch();
+        let train_loss = model.forward_backward(inputs, targets, b, t)?;
+        let grad_norm = model.grad_norm();
+        let lr = learning_rate(step, opts.steps, opts.lr, opts.warmup, opts.lr_final_frac);
+        model.update(&opts.adamw, lr, clip_scale(grad_norm, opts.grad_clip), step as u32 + 1);
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if step > 0 {
+            timed_ms += ms;
+        }
+        let record = StepMetrics {
+            step,
+            train_loss,
+            lr,
+            grad_norm,
+            ms,
+            tokens_per_sec: (b * t) as f64 / ms * 1e3,
+        };
+        summary.train_losses.push(train_loss);
+        if let Some(m) = metrics.as_mut() {
+            m.write(&record)?;
+        }
+        on_event(Event::Step(&record));
+    }
+    if opts.steps > 1 {
+        summary.tokens_per_sec = ((opts.steps - 1) * b * t) as f64 / timed_ms * 1e3;
+    }
+    Ok(summary)
+}
