@@ -98,14 +98,26 @@ impl GPT2Config {
             ));
         }
         // Keep every buffer index inside i32 so the same layout serves CUDA kernels later.
-        let params = crate::layout::ParamTensors::sizes(self).total();
-        if params > i32::MAX as usize {
+        let params = self.num_parameters_wide();
+        if params > i32::MAX as u128 {
             return Err(Error::config(
                 source,
                 format!("{params} parameters is more than this trainer supports ({})", i32::MAX),
             ));
         }
         Ok(())
+    }
+
+    /// The parameter count computed in u128, so a header with absurd sizes cannot overflow before it is refused.
+    fn num_parameters_wide(&self) -> u128 {
+        let (vp, c, l, t) = (
+            self.padded_vocab_size as u128,
+            self.channels as u128,
+            self.num_layers as u128,
+            self.max_seq_len as u128,
+        );
+        // wte, wpe; per layer 12 C² weights (qkv 3, attproj 1, fc 4, fcproj 4) and 13 C biases/norms; lnf.
+        (vp + t) * c + l * (12 * c * c + 13 * c) + 2 * c
     }
 
     /// Parameters in the checkpoint (padding rows of wte included, as llm.c counts them).
@@ -135,6 +147,33 @@ mod tests {
         assert_eq!(padded_vocab(50257), 50304);
         assert_eq!(padded_vocab(256), 256);
         assert_eq!(padded_vocab(257), 384);
+    }
+
+    #[test]
+    fn wide_parameter_count_agrees_with_the_layout() {
+        let odd = GPT2Config {
+            max_seq_len: 24,
+            vocab_size: 389,
+            padded_vocab_size: 512,
+            num_layers: 3,
+            num_heads: 3,
+            channels: 48,
+        };
+        let presets = PRESETS.iter().map(|p| GPT2Config::preset(p.0).unwrap());
+        for config in presets.chain([odd]) {
+            let total = crate::layout::ParamTensors::sizes(&config).total();
+            assert_eq!(config.num_parameters_wide(), total as u128, "{config:?}");
+        }
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_without_overflow() {
+        let mut config = GPT2Config::preset("d4").unwrap();
+        config.num_layers = 1 << 30;
+        config.channels = 1 << 30;
+        config.num_heads = 1;
+        let err = config.validate("header").unwrap_err().to_string();
+        assert!(err.contains("more than this trainer supports"), "{err}");
     }
 
     #[test]

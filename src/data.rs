@@ -417,6 +417,20 @@ fn check_sizes(batch_size: usize, seq_len: usize) -> Result<()> {
     if seq_len == 0 {
         return Err(Error::config("--seq-len", "must be positive, found 0"));
     }
+    // A batch reads B*T+1 tokens and buffers B*T of them; refuse sizes whose product does not fit in memory indexing.
+    if batch_size
+        .checked_mul(seq_len)
+        .and_then(|n| n.checked_add(1))
+        .is_none_or(|n| n > i32::MAX as usize)
+    {
+        return Err(Error::config(
+            "--batch-size",
+            format!(
+                "B={batch_size} times T={seq_len} tokens per batch is more than {} supported",
+                i32::MAX
+            ),
+        ));
+    }
     Ok(())
 }
 

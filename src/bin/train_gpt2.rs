@@ -34,7 +34,7 @@ enum Device {
 #[command(name = "train_gpt2", version, max_term_width = 110)]
 struct Args {
     /// Model: an llm.c checkpoint (.bin, version 3 or 5) or a preset for random init:
-    /// d4, d6, d12 (GPT-2 124M), d24 (350M), d36 (774M), d48 (1.5B)
+    /// d4 (16M), d6 (30M), d12 (GPT-2 124M), d24 (355M), d36 (774M), d48 (1.56B)
     #[arg(short = 'e', long, default_value = "d4", help_heading = "Model")]
     model: String,
     /// Override the preset's number of layers (L)
@@ -75,7 +75,7 @@ struct Args {
     /// Batches averaged per evaluation
     #[arg(short = 'm', long, default_value_t = 10, help_heading = "Output")]
     val_batches: usize,
-    /// Print a generated sample every N steps (0 = never; one is always printed at the end)
+    /// Print a generated sample every N steps and after the last step (0 = never)
     #[arg(short = 's', long, default_value_t = 100, help_heading = "Output")]
     sample_every: usize,
     /// Tokens per generated sample
@@ -83,7 +83,7 @@ struct Args {
     gen_tokens: usize,
 
     /// Sequences per batch (B)
-    #[arg(short = 'b', long, default_value_t = 8, help_heading = "Optimisation")]
+    #[arg(short = 'b', long, default_value_t = 4, help_heading = "Optimisation")]
     batch_size: usize,
     /// Tokens per sequence (T)
     #[arg(short = 't', long, default_value_t = 64, help_heading = "Optimisation")]
@@ -92,28 +92,66 @@ struct Args {
     #[arg(short = 'x', long, default_value_t = 200, help_heading = "Optimisation")]
     steps: usize,
     /// Peak learning rate
-    #[arg(short = 'l', long, default_value_t = 1e-3, help_heading = "Optimisation")]
+    #[arg(
+        short = 'l',
+        long,
+        default_value_t = 1e-3,
+        allow_negative_numbers = true,
+        help_heading = "Optimisation"
+    )]
     lr: f32,
     /// Linear warmup steps
     #[arg(short = 'u', long, default_value_t = 10, help_heading = "Optimisation")]
     warmup: usize,
     /// Cosine decay ends at lr * this (1.0 with --warmup 0 = constant lr)
-    #[arg(short = 'q', long, default_value_t = 0.1, help_heading = "Optimisation")]
+    #[arg(
+        short = 'q',
+        long,
+        default_value_t = 0.1,
+        allow_negative_numbers = true,
+        help_heading = "Optimisation"
+    )]
     lr_final_frac: f32,
     /// AdamW beta1
-    #[arg(long, default_value_t = 0.9, help_heading = "Optimisation")]
+    #[arg(
+        long,
+        default_value_t = 0.9,
+        allow_negative_numbers = true,
+        help_heading = "Optimisation"
+    )]
     beta1: f32,
     /// AdamW beta2
-    #[arg(long, default_value_t = 0.95, help_heading = "Optimisation")]
+    #[arg(
+        long,
+        default_value_t = 0.95,
+        allow_negative_numbers = true,
+        help_heading = "Optimisation"
+    )]
     beta2: f32,
     /// AdamW epsilon
-    #[arg(long, default_value_t = 1e-8, help_heading = "Optimisation")]
+    #[arg(
+        long,
+        default_value_t = 1e-8,
+        allow_negative_numbers = true,
+        help_heading = "Optimisation"
+    )]
     eps: f32,
     /// AdamW weight decay (weight matrices only)
-    #[arg(short = 'c', long, default_value_t = 0.0, help_heading = "Optimisation")]
+    #[arg(
+        short = 'c',
+        long,
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        help_heading = "Optimisation"
+    )]
     weight_decay: f32,
     /// Clip the global gradient norm to this (0 = off)
-    #[arg(long, default_value_t = 1.0, help_heading = "Optimisation")]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        allow_negative_numbers = true,
+        help_heading = "Optimisation"
+    )]
     grad_clip: f32,
 
     /// Seed for initialisation, shuffling and sampling
@@ -180,16 +218,23 @@ fn check_flags(args: &Args) -> Result<()> {
         args.grad_clip >= 0.0,
         "a number >= 0 (0 = off)",
     )?;
-    if args.warmup > args.steps {
-        return Err(Error::config(
-            "--warmup",
-            format!("{} warmup steps is more than --steps {}", args.warmup, args.steps),
-        ));
-    }
     if args.threads == Some(0) {
         return Err(Error::config("--threads", "must be at least 1, found 0"));
     }
     Ok(())
+}
+
+/// Whether any flag changes the preset's shape.
+fn has_size_flags(args: &Args) -> bool {
+    [
+        args.layers,
+        args.channels,
+        args.heads,
+        args.vocab_size,
+        args.max_seq_len,
+    ]
+    .iter()
+    .any(Option::is_some)
 }
 
 /// The model named by `--model`: a checkpoint file, or a preset with the size flags applied.
@@ -211,7 +256,7 @@ fn load_model(args: &Args) -> Result<GPT2> {
             config.vocab_size = v;
             config.padded_vocab_size = llmrs::config::padded_vocab(v);
         }
-        config.validate("--model and its size flags")?;
+        config.validate("model size (--model, --layers, --channels, --heads, --vocab-size, --max-seq-len)")?;
         return GPT2::random(config, args.seed);
     }
     let path = Path::new(&args.model);
@@ -330,12 +375,31 @@ fn run(args: &Args) -> Result<()> {
     }
     let shuffle = (!args.no_shuffle).then_some(args.seed);
     let (mut train_loader, mut val_loader) = load_data(args, shuffle)?;
-    check_vocab(&train_loader, &cfg, "--train-data")?;
+    let train_flag = match args.train_data {
+        Some(_) => "--train-data",
+        None => "--vocab-size (the built-in stories use GPT-2's 50257 tokens)",
+    };
+    check_vocab(&train_loader, &cfg, train_flag)?;
     if let Some(val) = &val_loader {
         check_vocab(val, &cfg, "--val-data")?;
     }
     let tokenizer = match &args.tokenizer {
-        Some(path) => Some(Tokenizer::from_llmc_file(path)?),
+        Some(path) => {
+            let tokenizer = Tokenizer::from_llmc_file(path)?;
+            // Checked now, not at the first sample: a mismatch found after training would lose the run.
+            if tokenizer.vocab_size() != cfg.vocab_size {
+                return Err(Error::config(
+                    "--tokenizer",
+                    format!(
+                        "{} has {} tokens, but the model's vocabulary has {}",
+                        path.display(),
+                        tokenizer.vocab_size(),
+                        cfg.vocab_size
+                    ),
+                ));
+            }
+            Some(tokenizer)
+        }
         None if cfg.vocab_size == llmrs::config::GPT2_VOCAB_SIZE => Some(Tokenizer::gpt2()?),
         None => None,
     };
@@ -344,8 +408,13 @@ fn run(args: &Args) -> Result<()> {
         .map_or(0, |v| args.val_batches.min(v.batches_per_epoch()));
 
     println!(
-        "model: {} | L={} C={} NH={} HS={} maxT={} V={} Vp={} | {:.2}M parameters",
+        "model: {}{} | L={} C={} NH={} HS={} maxT={} V={} Vp={} | {:.2}M parameters",
         args.model,
+        if has_size_flags(args) {
+            " (resized by flags)"
+        } else {
+            ""
+        },
         cfg.num_layers,
         cfg.channels,
         cfg.num_heads,
