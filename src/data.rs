@@ -409,8 +409,9 @@ impl DataLoader {
     }
 }
 
-/// B and T must be positive: a zero would make every shard "long enough" and every batch empty.
-fn check_sizes(batch_size: usize, seq_len: usize) -> Result<()> {
+/// B and T must be positive (a zero would make every shard "long enough" and every batch empty) and a batch of
+/// B*T+1 tokens must be indexable by an i32, as the kernels index it.
+pub fn check_sizes(batch_size: usize, seq_len: usize) -> Result<()> {
     if batch_size == 0 {
         return Err(Error::config("--batch-size", "must be positive, found 0"));
     }

@@ -24,6 +24,10 @@ pub enum Error {
         found: String,
     },
 
+    /// The run would need more memory than the machine has; says what needs how much.
+    #[error("not enough memory: {0}")]
+    OutOfMemory(String),
+
     /// A flag or configuration value is out of range or inconsistent with another.
     #[error("invalid {name}: {message}")]
     Config { name: String, message: String },

@@ -31,6 +31,51 @@ pub struct AdamWConfig {
     pub weight_decay: f32,
 }
 
+/// Bytes a training run holds, by role, so a run that cannot fit is refused before anything is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    pub parameters: usize,
+    pub gradients: usize,
+    /// AdamW's m and v.
+    pub optimizer: usize,
+    /// Activations and their gradients for one (B, T).
+    pub activations: usize,
+}
+
+impl MemoryPlan {
+    /// The fp32 plan for training `config` on batches of (B, T). B*T must fit in an i32 and the config must be
+    /// valid (both are checked before this is called), which keeps every product below here inside a u64.
+    pub fn new(config: &GPT2Config, b: usize, t: usize) -> Self {
+        let float = std::mem::size_of::<f32>();
+        let params = ParamTensors::sizes(config).total() * float;
+        MemoryPlan {
+            parameters: params,
+            gradients: params,
+            optimizer: 2 * params,
+            activations: 2 * ActTensors::sizes(config, b, t).total() * float,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.parameters + self.gradients + self.optimizer + self.activations
+    }
+}
+
+impl std::fmt::Display for MemoryPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+        write!(
+            f,
+            "{:.0} MiB (parameters {:.0}, gradients {:.0}, AdamW state {:.0}, activations {:.0})",
+            mib(self.total()),
+            mib(self.parameters),
+            mib(self.gradients),
+            mib(self.optimizer),
+            mib(self.activations)
+        )
+    }
+}
+
 /// A GPT-2 model with everything training needs.
 pub struct GPT2 {
     pub config: GPT2Config,

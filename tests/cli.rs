@@ -861,3 +861,14 @@ fn non_numeric_steps_is_a_usage_error() {
 fn unknown_device_is_a_usage_error() {
     assert_usage_error(&run(tiny(&[("--device", "tpu")])), &["--device", "tpu"]);
 }
+
+#[test]
+fn a_run_larger_than_memory_is_refused_with_its_plan_before_allocating() {
+    // 100k sequences of 1024 tokens need tens of terabytes of logits: more than any test machine has.
+    let out = run(tiny(&[
+        ("--batch-size", "100000"),
+        ("--seq-len", "1024"),
+        ("--max-seq-len", "1024"),
+    ]));
+    assert_error(&out, &["not enough memory", "activations", "--batch-size"]);
+}

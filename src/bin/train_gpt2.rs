@@ -2,12 +2,12 @@
 //! generated stories, on the CPU, and prints losses and samples as it goes.
 
 use clap::{Parser, ValueEnum};
-use llmrs::checkpoint::{read_model, write_model, ModelDtype};
+use llmrs::checkpoint::{read_model, read_model_header, write_model, ModelDtype};
 use llmrs::config::{GPT2Config, PRESETS};
 use llmrs::corpus;
 use llmrs::data::DataLoader;
 use llmrs::error::{Error, Result};
-use llmrs::model::{AdamWConfig, GPT2};
+use llmrs::model::{AdamWConfig, MemoryPlan, GPT2};
 use llmrs::tokenizer::Tokenizer;
 use llmrs::train::{train, Event, TrainOptions};
 use std::path::{Path, PathBuf};
@@ -165,6 +165,15 @@ struct Args {
     device: Device,
 }
 
+/// println! that ignores a closed stdout (`train_gpt2 | head`): the run goes on and still writes its files,
+/// where println! would panic on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -237,8 +246,15 @@ fn has_size_flags(args: &Args) -> bool {
     .any(Option::is_some)
 }
 
-/// The model named by `--model`: a checkpoint file, or a preset with the size flags applied.
-fn load_model(args: &Args) -> Result<GPT2> {
+/// Where the model comes from.
+enum ModelSource<'a> {
+    /// A preset, resized by the size flags, initialised at random.
+    Random(GPT2Config),
+    Checkpoint(&'a Path),
+}
+
+/// The model `--model` names and its config, read from the header only so memory can be planned before loading.
+fn resolve_model(args: &Args) -> Result<(GPT2Config, ModelSource<'_>)> {
     let overrides = [
         ("--layers", args.layers),
         ("--channels", args.channels),
@@ -257,7 +273,7 @@ fn load_model(args: &Args) -> Result<GPT2> {
             config.padded_vocab_size = llmrs::config::padded_vocab(v);
         }
         config.validate("model size (--model, --layers, --channels, --heads, --vocab-size, --max-seq-len)")?;
-        return GPT2::random(config, args.seed);
+        return Ok((config, ModelSource::Random(config)));
     }
     let path = Path::new(&args.model);
     if !path.exists() && !args.model.ends_with(".bin") && !args.model.contains(std::path::MAIN_SEPARATOR) {
@@ -277,8 +293,38 @@ fn load_model(args: &Args) -> Result<GPT2> {
             "size flags apply to presets, not to a checkpoint file",
         ));
     }
-    let (config, params) = read_model(path)?;
-    GPT2::new(config, params)
+    let (config, _) = read_model_header(path)?;
+    Ok((config, ModelSource::Checkpoint(path)))
+}
+
+fn build_model(source: ModelSource, seed: u64) -> Result<GPT2> {
+    match source {
+        ModelSource::Random(config) => GPT2::random(config, seed),
+        ModelSource::Checkpoint(path) => {
+            let (config, params) = read_model(path)?;
+            GPT2::new(config, params)
+        }
+    }
+}
+
+/// Memory this machine can still give (Linux's MemAvailable), or None where that cannot be read.
+fn available_memory() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a plan larger than the memory available, before allocating any of it.
+fn check_memory(plan: &MemoryPlan) -> Result<()> {
+    match available_memory() {
+        Some(available) if plan.total() > available => Err(Error::OutOfMemory(format!(
+            "training needs {plan}, but only {:.0} MiB is available; try a smaller --batch-size or --seq-len, \
+                 or a smaller model",
+            available as f64 / (1024.0 * 1024.0)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The training and validation loaders: the user's shards, or the built-in stories split 90/10.
@@ -360,10 +406,9 @@ fn run(args: &Args) -> Result<()> {
             .build_global()
             .map_err(|e| Error::config("--threads", e.to_string()))?;
     }
-    println!("device: {device}, {} threads", rayon::current_num_threads());
+    say!("device: {device}, {} threads", rayon::current_num_threads());
 
-    let mut model = load_model(args)?;
-    let cfg = model.config;
+    let (cfg, source) = resolve_model(args)?;
     if args.seq_len > cfg.max_seq_len {
         return Err(Error::config(
             "--seq-len",
@@ -373,6 +418,10 @@ fn run(args: &Args) -> Result<()> {
             ),
         ));
     }
+    // B*T must fit an i32 before the plan multiplies it by the model's sizes.
+    llmrs::data::check_sizes(args.batch_size, args.seq_len)?;
+    let plan = MemoryPlan::new(&cfg, args.batch_size, args.seq_len);
+    check_memory(&plan)?;
     let shuffle = (!args.no_shuffle).then_some(args.seed);
     let (mut train_loader, mut val_loader) = load_data(args, shuffle)?;
     let train_flag = match args.train_data {
@@ -403,11 +452,12 @@ fn run(args: &Args) -> Result<()> {
         None if cfg.vocab_size == llmrs::config::GPT2_VOCAB_SIZE => Some(Tokenizer::gpt2()?),
         None => None,
     };
+    let mut model = build_model(source, args.seed)?;
     let val_batches = val_loader
         .as_ref()
         .map_or(0, |v| args.val_batches.min(v.batches_per_epoch()));
 
-    println!(
+    say!(
         "model: {}{} | L={} C={} NH={} HS={} maxT={} V={} Vp={} | {:.2}M parameters",
         args.model,
         if has_size_flags(args) {
@@ -424,7 +474,7 @@ fn run(args: &Args) -> Result<()> {
         cfg.padded_vocab_size,
         model.num_parameters() as f64 / 1e6
     );
-    println!(
+    say!(
         "train: {} tokens ({} batches of B={} T={}, {}) | val: {}",
         train_loader.num_tokens(),
         train_loader.batches_per_epoch(),
@@ -436,7 +486,8 @@ fn run(args: &Args) -> Result<()> {
             None => "none".to_string(),
         }
     );
-    println!(
+    say!("memory: {plan}");
+    say!(
         "steps: {} | lr {:e} (warmup {}, cosine to {}x) | weight decay {} | grad clip {} | {:.1} GFLOP per step",
         args.steps,
         args.lr,
@@ -483,7 +534,7 @@ fn run(args: &Args) -> Result<()> {
         &opts,
         metrics_path.as_deref(),
         |event| match event {
-            Event::Step(m) => println!(
+            Event::Step(m) => say!(
                 "step {:>5}/{steps} | train loss {:.4} | lr {:.2e} | norm {:.3} | {:.1} ms | {:.0} tok/s",
                 m.step + 1,
                 m.train_loss,
@@ -492,18 +543,19 @@ fn run(args: &Args) -> Result<()> {
                 m.ms,
                 m.tokens_per_sec
             ),
-            Event::Val(m) => println!("step {:>5}/{steps} | val loss {:.4}", m.step, m.val_loss),
-            Event::Sample { step, text } => println!("--- sample at step {step} ---\n{}\n---", text.trim_end()),
+            Event::Val(m) => say!("step {:>5}/{steps} | val loss {:.4}", m.step, m.val_loss),
+            Event::Sample { step, text } => say!("--- sample at step {step} ---\n{}\n---", text.trim_end()),
         },
     )?;
-    println!(
+    say!(
         "done: {} steps, {:.0} tokens/s on average",
-        steps, summary.tokens_per_sec
+        steps,
+        summary.tokens_per_sec
     );
     if let Some(dir) = &args.out {
         let path = dir.join("model.bin");
         write_model(&path, &cfg, &model.params, ModelDtype::F32)?;
-        println!("wrote {} and {}", path.display(), dir.join("metrics.jsonl").display());
+        say!("wrote {} and {}", path.display(), dir.join("metrics.jsonl").display());
     }
     Ok(())
 }
