@@ -25,8 +25,9 @@ pub struct AdamWStep {
 
 /// params, m, v updated in place; grads read. All (N).
 pub fn adamw_update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], hp: &AdamWStep) {
-    let bias_correction1 = 1.0 - hp.beta1.powi(hp.step as i32);
-    let bias_correction2 = 1.0 - hp.beta2.powi(hp.step as i32);
+    // In f64, as PyTorch computes them: beta2^step in f32 drifts by ~1e-5 relative after thousands of steps.
+    let bias_correction1 = (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
+    let bias_correction2 = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)) as f32;
     params
         .par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(grads.par_chunks(ELEMENTWISE_CHUNK))

@@ -1,21 +1,25 @@
 //! The global gradient norm, sqrt(sum of all gradients squared), for clipping: when it exceeds the limit,
 //! every gradient is scaled by limit / norm (applied inside the AdamW pass through its `grad_scale`).
 //!
-//! Squares are summed in f64 over fixed-size chunks, then the chunk sums in order, so the result does not depend
-//! on the number of threads.
+//! Squares are summed in f64 over a fixed number of slices, then the slice sums in order, so the result does not
+//! depend on the number of threads, and no buffer is allocated.
 
 use rayon::prelude::*;
 
-const CHUNK: usize = 64 * 1024;
+/// Slices summed in parallel: enough tasks for any CPU, few enough to live on the stack.
+const SLICES: usize = 64;
 
 /// sum of squares of grads: (N), in f64.
 pub fn global_norm_squared(grads: &[f32]) -> f64 {
-    grads
-        .par_chunks(CHUNK)
-        .map(|chunk| chunk.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
-        .collect::<Vec<f64>>()
-        .into_iter()
-        .sum()
+    let slice_len = grads.len().div_ceil(SLICES).max(1);
+    let mut partials = [0.0f64; SLICES];
+    partials
+        .par_iter_mut()
+        .zip(grads.par_chunks(slice_len))
+        .for_each(|(partial, slice)| {
+            *partial = slice.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>();
+        });
+    partials.iter().sum()
 }
 
 /// The factor that clips gradients of global norm `norm` to at most `clip` (`clip` <= 0 disables clipping).
