@@ -83,9 +83,7 @@ pub fn read_model(path: &Path) -> Result<(GPT2Config, Vec<f32>)> {
     // params: (num_parameters,) in layout.rs order.
     let mut params = vec![0.0f32; num_params];
     match dtype {
-        ModelDtype::F32 => file
-            .read_exact(bytemuck::cast_slice_mut(&mut params))
-            .map_err(read_err)?,
+        ModelDtype::F32 => file.read_exact(bytemuck::cast_slice_mut(&mut params)).map_err(read_err)?,
         ModelDtype::Bf16 => {
             let mut chunk = vec![bf16::ZERO; BF16_CHUNK.min(num_params)];
             for out in params.chunks_mut(BF16_CHUNK) {
@@ -106,12 +104,7 @@ pub fn write_model(path: &Path, config: &GPT2Config, params: &[f32], dtype: Mode
     config.validate(&format!("model config for {}", path.display()))?;
     let expected = config.num_parameters();
     if params.len() != expected {
-        return Err(Error::format(
-            path,
-            "parameters to write (config.num_parameters())",
-            expected,
-            params.len(),
-        ));
+        return Err(Error::format(path, "parameters to write (config.num_parameters())", expected, params.len()));
     }
 
     let mut header = [0i32; HEADER_INTS];
@@ -153,10 +146,7 @@ pub fn write_model(path: &Path, config: &GPT2Config, params: &[f32], dtype: Mode
 /// Reads and checks the header; leaves `file` at the first parameter. Returns the shape, the dtype and the number
 /// of parameters, after checking that the file holds exactly that many.
 fn read_header(file: &mut File, path: &Path) -> Result<(GPT2Config, ModelDtype, usize)> {
-    let file_len = file
-        .metadata()
-        .map_err(|e| Error::io("cannot read metadata of model file", path, e))?
-        .len();
+    let file_len = file.metadata().map_err(|e| Error::io("cannot read metadata of model file", path, e))?.len();
     if file_len < HEADER_BYTES {
         return Err(Error::format(
             path,
@@ -166,16 +156,10 @@ fn read_header(file: &mut File, path: &Path) -> Result<(GPT2Config, ModelDtype, 
         ));
     }
     let mut header = [0i32; HEADER_INTS];
-    file.read_exact(bytemuck::bytes_of_mut(&mut header))
-        .map_err(|e| Error::io("cannot read model file", path, e))?;
+    file.read_exact(bytemuck::bytes_of_mut(&mut header)).map_err(|e| Error::io("cannot read model file", path, e))?;
 
     if header[0] != MODEL_MAGIC {
-        return Err(Error::format(
-            path,
-            "magic number (header[0]) of an llm.c model file",
-            MODEL_MAGIC,
-            header[0],
-        ));
+        return Err(Error::format(path, "magic number (header[0]) of an llm.c model file", MODEL_MAGIC, header[0]));
     }
     let dtype = match header[1] {
         VERSION_F32 => ModelDtype::F32,
@@ -191,12 +175,7 @@ fn read_header(file: &mut File, path: &Path) -> Result<(GPT2Config, ModelDtype, 
     };
     let field = |index: usize, name: &str| -> Result<usize> {
         usize::try_from(header[index]).map_err(|_| {
-            Error::format(
-                path,
-                format!("{name} (header[{index}])"),
-                "a non-negative number",
-                header[index],
-            )
+            Error::format(path, format!("{name} (header[{index}])"), "a non-negative number", header[index])
         })
     };
     let config = GPT2Config {
@@ -238,9 +217,7 @@ pub(crate) fn write_atomically(
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
         let mut out = std::io::BufWriter::new(&file);
-        write(&mut out)
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::io("cannot write", &tmp, e))?;
+        write(&mut out).and_then(|()| out.flush()).map_err(|e| Error::io("cannot write", &tmp, e))?;
         drop(out);
         file.sync_all().map_err(|e| Error::io("cannot sync", &tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename temporary file to", path, e))
@@ -257,9 +234,7 @@ pub(crate) fn write_atomically(
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io("cannot sync directory", dir, e))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot sync directory", dir, e))?;
     }
     Ok(())
 }

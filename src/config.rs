@@ -46,17 +46,14 @@ pub fn padded_vocab(vocab_size: usize) -> usize {
 impl GPT2Config {
     /// A preset by name (`d4`, `d6`, `d12`, `d24`, `d36`, `d48`) with GPT-2's vocabulary and maxT = 1024.
     pub fn preset(name: &str) -> Option<Self> {
-        PRESETS
-            .iter()
-            .find(|p| p.0 == name)
-            .map(|&(_, num_layers, channels, num_heads)| GPT2Config {
-                max_seq_len: 1024,
-                vocab_size: GPT2_VOCAB_SIZE,
-                padded_vocab_size: GPT2_PADDED_VOCAB_SIZE,
-                num_layers,
-                num_heads,
-                channels,
-            })
+        PRESETS.iter().find(|p| p.0 == name).map(|&(_, num_layers, channels, num_heads)| GPT2Config {
+            max_seq_len: 1024,
+            vocab_size: GPT2_VOCAB_SIZE,
+            padded_vocab_size: GPT2_PADDED_VOCAB_SIZE,
+            num_layers,
+            num_heads,
+            channels,
+        })
     }
 
     /// HS: channels per head.
@@ -82,10 +79,7 @@ impl GPT2Config {
         if self.channels % self.num_heads != 0 {
             return Err(Error::config(
                 source,
-                format!(
-                    "channels ({}) must be a multiple of num_heads ({})",
-                    self.channels, self.num_heads
-                ),
+                format!("channels ({}) must be a multiple of num_heads ({})", self.channels, self.num_heads),
             ));
         }
         if self.padded_vocab_size < self.vocab_size {
@@ -110,12 +104,8 @@ impl GPT2Config {
 
     /// The parameter count computed in u128, so a header with absurd sizes cannot overflow before it is refused.
     fn num_parameters_wide(&self) -> u128 {
-        let (vp, c, l, t) = (
-            self.padded_vocab_size as u128,
-            self.channels as u128,
-            self.num_layers as u128,
-            self.max_seq_len as u128,
-        );
+        let (vp, c, l, t) =
+            (self.padded_vocab_size as u128, self.channels as u128, self.num_layers as u128, self.max_seq_len as u128);
         // wte, wpe; per layer 12 C² weights (qkv 3, attproj 1, fc 4, fcproj 4) and 13 C biases/norms; lnf.
         (vp + t) * c + l * (12 * c * c + 13 * c) + 2 * c
     }

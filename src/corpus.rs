@@ -13,21 +13,13 @@ const NAMES: &[&str] = &[
     "Finn",
 ];
 const ANIMALS: &[&str] = &["cat", "dog", "bird", "frog", "bunny", "duck", "bear", "fox"];
-const THINGS: &[&str] = &[
-    "ball", "kite", "hat", "boat", "book", "cake", "drum", "box", "shell", "star",
-];
+const THINGS: &[&str] = &["ball", "kite", "hat", "boat", "book", "cake", "drum", "box", "shell", "star"];
 const COLORS: &[&str] = &["red", "blue", "green", "yellow", "big", "little", "shiny", "soft"];
 const PLACES: &[&str] = &["park", "garden", "forest", "beach", "house", "farm", "river", "hill"];
 const FEELINGS_GOOD: &[&str] = &["happy", "glad", "proud", "excited"];
 const FEELINGS_BAD: &[&str] = &["sad", "scared", "worried", "upset"];
 const ACTIONS: &[&str] = &["play", "run", "jump", "sing", "dance", "read", "swim", "draw"];
-const MISHAPS: &[&str] = &[
-    "rolled away",
-    "got lost",
-    "fell in the water",
-    "flew up into a tree",
-    "broke",
-];
+const MISHAPS: &[&str] = &["rolled away", "got lost", "fell in the water", "flew up into a tree", "broke"];
 
 fn pick<'a>(rng: &mut Rng, items: &[&'a str]) -> &'a str {
     items[rng.below(items.len())]
@@ -40,11 +32,7 @@ fn story(rng: &mut Rng) -> String {
     while friend == hero {
         friend = pick(rng, NAMES);
     }
-    let (she, her) = if rng.below(2) == 0 {
-        ("She", "her")
-    } else {
-        ("He", "his")
-    };
+    let (she, her) = if rng.below(2) == 0 { ("She", "her") } else { ("He", "his") };
     let thing = pick(rng, THINGS);
     let color = pick(rng, COLORS);
     let place = pick(rng, PLACES);
@@ -61,20 +49,14 @@ fn story(rng: &mut Rng) -> String {
         s += &format!("{hero} saw a {animal} in the {place}. The {animal} wanted to {action} too. ");
     }
     let mishap = pick(rng, MISHAPS);
-    s += &format!(
-        "But then the {thing} {mishap}. {hero} was {}. ",
-        pick(rng, FEELINGS_BAD)
-    );
+    s += &format!("But then the {thing} {mishap}. {hero} was {}. ", pick(rng, FEELINGS_BAD));
     s += &format!("{friend} came to help. ");
     s += &match rng.below(3) {
         0 => format!("Together they found the {thing}. "),
         1 => format!("{friend} gave {hero} a new {thing}. "),
         _ => format!("They looked and looked, and at last they found the {thing} by the {place}. "),
     };
-    s += &format!(
-        "\"Thank you, {friend}!\" said {hero}. {hero} felt {}. ",
-        pick(rng, FEELINGS_GOOD)
-    );
+    s += &format!("\"Thank you, {friend}!\" said {hero}. {hero} felt {}. ", pick(rng, FEELINGS_GOOD));
     s += &format!("From that day on, {hero} and {friend} liked to {action} together.");
     s
 }
@@ -109,10 +91,7 @@ mod tests {
     #[test]
     fn a_story_keeps_its_cast() {
         let text = &stories(11, 1)[0];
-        let hero = NAMES
-            .iter()
-            .find(|n| text.contains(&format!("said {n}.")))
-            .expect("a hero speaks");
+        let hero = NAMES.iter().find(|n| text.contains(&format!("said {n}."))).expect("a hero speaks");
         assert!(text.contains(&format!("From that day on, {hero} and")), "{text}");
     }
 

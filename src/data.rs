@@ -84,10 +84,7 @@ impl Shard {
     /// Opens, checks and maps the shard at `path`.
     fn open(path: &Path) -> Result<Self> {
         let mut file = File::open(path).map_err(|e| Error::io("cannot open data shard", path, e))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| Error::io("cannot read metadata of data shard", path, e))?
-            .len();
+        let file_len = file.metadata().map_err(|e| Error::io("cannot read metadata of data shard", path, e))?.len();
         if file_len < HEADER_BYTES {
             return Err(Error::format(
                 path,
@@ -100,12 +97,7 @@ impl Shard {
         file.read_exact(bytemuck::bytes_of_mut(&mut header))
             .map_err(|e| Error::io("cannot read data shard", path, e))?;
         if header[0] != SHARD_MAGIC {
-            return Err(Error::format(
-                path,
-                "magic number (header[0]) of an llm.c data shard",
-                SHARD_MAGIC,
-                header[0],
-            ));
+            return Err(Error::format(path, "magic number (header[0]) of an llm.c data shard", SHARD_MAGIC, header[0]));
         }
         if header[1] != SHARD_VERSION {
             return Err(Error::format(path, "version (header[1])", SHARD_VERSION, header[1]));
@@ -125,10 +117,7 @@ impl Shard {
         // (llm.c's included), soundness relies on no other process truncating or rewriting the shard while it is
         // mapped; write_shard never does that, it replaces files by renaming a new one over them.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("cannot memory-map data shard", path, e))?;
-        Ok(Shard {
-            path: path.to_path_buf(),
-            tokens: Tokens::Mapped(map),
-        })
+        Ok(Shard { path: path.to_path_buf(), tokens: Tokens::Mapped(map) })
     }
 }
 
@@ -181,10 +170,7 @@ impl DataLoader {
     /// `shuffle_seed` is given.
     pub fn open(pattern: &str, batch_size: usize, seq_len: usize, shuffle_seed: Option<u64>) -> Result<Self> {
         check_sizes(batch_size, seq_len)?;
-        let shards = shard_paths(pattern)?
-            .iter()
-            .map(|path| Shard::open(path))
-            .collect::<Result<Vec<_>>>()?;
+        let shards = shard_paths(pattern)?.iter().map(|path| Shard::open(path)).collect::<Result<Vec<_>>>()?;
         Self::new(shards, batch_size, seq_len, shuffle_seed)
     }
 
@@ -197,10 +183,7 @@ impl DataLoader {
         shuffle_seed: Option<u64>,
     ) -> Result<Self> {
         check_sizes(batch_size, seq_len)?;
-        let shard = Shard {
-            path: PathBuf::from(name),
-            tokens: Tokens::Owned(tokens),
-        };
+        let shard = Shard { path: PathBuf::from(name), tokens: Tokens::Owned(tokens) };
         Self::new(vec![shard], batch_size, seq_len, shuffle_seed)
     }
 
@@ -220,11 +203,7 @@ impl DataLoader {
                 ));
             }
         }
-        let max_token = shards
-            .iter()
-            .map(|s| s.tokens().par_iter().copied().max().unwrap_or(0))
-            .max()
-            .unwrap_or(0);
+        let max_token = shards.iter().map(|s| s.tokens().par_iter().copied().max().unwrap_or(0)).max().unwrap_or(0);
         let bt = batch_size * seq_len;
         let mut loader = DataLoader {
             shard_order: Vec::with_capacity(shards.len()),
@@ -297,10 +276,7 @@ impl DataLoader {
     /// Continues from a position saved by `state` on a loader opened with the same shards, sizes and seed.
     pub fn restore(&mut self, state: &LoaderState) -> Result<()> {
         let mismatch = |what: &str, expected: String, found: String| {
-            Error::config(
-                "loader state",
-                format!("{what}: this loader has {expected}, the saved state has {found}"),
-            )
+            Error::config("loader state", format!("{what}: this loader has {expected}, the saved state has {found}"))
         };
         if (state.batch_size, state.seq_len) != (self.batch_size, self.seq_len) {
             return Err(mismatch(
@@ -419,17 +395,10 @@ pub fn check_sizes(batch_size: usize, seq_len: usize) -> Result<()> {
         return Err(Error::config("--seq-len", "must be positive, found 0"));
     }
     // A batch reads B*T+1 tokens and buffers B*T of them; refuse sizes whose product does not fit in memory indexing.
-    if batch_size
-        .checked_mul(seq_len)
-        .and_then(|n| n.checked_add(1))
-        .is_none_or(|n| n > i32::MAX as usize)
-    {
+    if batch_size.checked_mul(seq_len).and_then(|n| n.checked_add(1)).is_none_or(|n| n > i32::MAX as usize) {
         return Err(Error::config(
             "--batch-size",
-            format!(
-                "B={batch_size} times T={seq_len} tokens per batch is more than {} supported",
-                i32::MAX
-            ),
+            format!("B={batch_size} times T={seq_len} tokens per batch is more than {} supported", i32::MAX),
         ));
     }
     Ok(())
@@ -451,12 +420,7 @@ fn shard_paths(pattern: &str) -> Result<Vec<PathBuf>> {
         })
         .collect::<Result<Vec<_>>>()?;
     if paths.is_empty() {
-        return Err(Error::format(
-            pattern,
-            "files matching the data pattern",
-            "at least one",
-            "none",
-        ));
+        return Err(Error::format(pattern, "files matching the data pattern", "at least one", "none"));
     }
     paths.sort();
     Ok(paths)

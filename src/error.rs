@@ -17,12 +17,7 @@ pub enum Error {
 
     /// A file was read but its contents are not what its format promises.
     #[error("{}: {what}: expected {expected}, found {found}", path.display())]
-    Format {
-        path: PathBuf,
-        what: String,
-        expected: String,
-        found: String,
-    },
+    Format { path: PathBuf, what: String, expected: String, found: String },
 
     /// The run would need more memory than the machine has; says what needs how much.
     #[error("not enough memory: {0}")]
@@ -38,11 +33,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An I/O failure on `path` while doing `action` ("cannot open", "cannot write", ...).
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        Error::Io { action, path: path.into(), source }
     }
 
     /// A format violation in `path`: `what` field expected `expected` but the file holds `found`.
@@ -52,19 +43,11 @@ impl Error {
         expected: impl ToString,
         found: impl ToString,
     ) -> Self {
-        Error::Format {
-            path: path.into(),
-            what: what.into(),
-            expected: expected.to_string(),
-            found: found.to_string(),
-        }
+        Error::Format { path: path.into(), what: what.into(), expected: expected.to_string(), found: found.to_string() }
     }
 
     /// A bad configuration value, named as the user wrote it (a flag such as `--seq-len`).
     pub fn config(name: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config {
-            name: name.into(),
-            message: message.into(),
-        }
+        Error::Config { name: name.into(), message: message.into() }
     }
 }

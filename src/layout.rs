@@ -112,12 +112,7 @@ tensor_struct! {
 impl ParamTensors<usize> {
     /// Element counts of every parameter tensor of `config`.
     pub fn sizes(config: &GPT2Config) -> Self {
-        let (vp, c, l, max_t) = (
-            config.padded_vocab_size,
-            config.channels,
-            config.num_layers,
-            config.max_seq_len,
-        );
+        let (vp, c, l, max_t) = (config.padded_vocab_size, config.channels, config.num_layers, config.max_seq_len);
         ParamTensors {
             wte: vp * c,
             wpe: max_t * c,
@@ -143,10 +138,7 @@ impl<S> ParamTensors<S> {
     /// Whether the tensor at buffer position `index` is a weight matrix (wte, wpe, qkvw, attprojw, fcw, fcprojw):
     /// these get weight decay; biases and LayerNorm parameters do not.
     pub fn is_matrix(index: usize) -> bool {
-        matches!(
-            Self::NAMES[index],
-            "wte" | "wpe" | "qkvw" | "attprojw" | "fcw" | "fcprojw"
-        )
+        matches!(Self::NAMES[index], "wte" | "wpe" | "qkvw" | "attprojw" | "fcw" | "fcprojw")
     }
 }
 
@@ -203,12 +195,7 @@ tensor_struct! {
 impl ActTensors<usize> {
     /// Element counts of every activation tensor of `config` at batch `b` and sequence length `t`.
     pub fn sizes(config: &GPT2Config, b: usize, t: usize) -> Self {
-        let (vp, c, l, nh) = (
-            config.padded_vocab_size,
-            config.channels,
-            config.num_layers,
-            config.num_heads,
-        );
+        let (vp, c, l, nh) = (config.padded_vocab_size, config.channels, config.num_layers, config.num_heads);
         let bt = b * t;
         ActTensors {
             encoded: bt * c,
@@ -272,10 +259,8 @@ mod tests {
 
     #[test]
     fn only_weight_matrices_are_decayed() {
-        let decayed: Vec<&str> = (0..16)
-            .filter(|&i| ParamTensors::<usize>::is_matrix(i))
-            .map(|i| ParamTensors::<usize>::NAMES[i])
-            .collect();
+        let decayed: Vec<&str> =
+            (0..16).filter(|&i| ParamTensors::<usize>::is_matrix(i)).map(|i| ParamTensors::<usize>::NAMES[i]).collect();
         assert_eq!(decayed, ["wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"]);
     }
 }

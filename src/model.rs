@@ -104,11 +104,7 @@ impl GPT2 {
         if params.len() != param_sizes.total() {
             return Err(Error::config(
                 "parameters",
-                format!(
-                    "the config needs {} parameters, {} were given",
-                    param_sizes.total(),
-                    params.len()
-                ),
+                format!("the config needs {} parameters, {} were given", param_sizes.total(), params.len()),
             ));
         }
         Ok(GPT2 {
@@ -178,27 +174,18 @@ impl GPT2 {
     fn check_batch(&self, inputs: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<()> {
         let cfg = &self.config;
         if b == 0 || t == 0 {
-            return Err(Error::config(
-                "batch",
-                format!("B and T must be positive, found B={b} T={t}"),
-            ));
+            return Err(Error::config("batch", format!("B and T must be positive, found B={b} T={t}")));
         }
         if t > cfg.max_seq_len {
             return Err(Error::config(
                 "--seq-len",
-                format!(
-                    "T={t} is longer than the model's maximum sequence length {}",
-                    cfg.max_seq_len
-                ),
+                format!("T={t} is longer than the model's maximum sequence length {}", cfg.max_seq_len),
             ));
         }
         for (name, tokens) in [("inputs", Some(inputs)), ("targets", targets)] {
             let Some(tokens) = tokens else { continue };
             if tokens.len() != b * t {
-                return Err(Error::config(
-                    name,
-                    format!("expected B*T = {} tokens, found {}", b * t, tokens.len()),
-                ));
+                return Err(Error::config(name, format!("expected B*T = {} tokens, found {}", b * t, tokens.len())));
             }
             if let Some(&bad) = tokens.iter().find(|&&x| x as usize >= cfg.vocab_size) {
                 return Err(Error::config(
@@ -258,11 +245,7 @@ impl GPT2 {
         encoder_forward(a.encoded, &self.inputs, p.wte, p.wpe, b, t, c);
         for l in 0..l_count {
             // The block's input: the embeddings for the first block, the previous block's output after that.
-            let residual = if l == 0 {
-                &*a.encoded
-            } else {
-                layer(a.residual3, l - 1, btc)
-            };
+            let residual = if l == 0 { &*a.encoded } else { layer(a.residual3, l - 1, btc) };
             let ln1 = layer_mut(a.ln1, l, btc);
             let ln1_mean = layer_mut(a.ln1_mean, l, b * t);
             let ln1_rstd = layer_mut(a.ln1_rstd, l, b * t);
@@ -278,71 +261,16 @@ impl GPT2 {
             let fch_gelu = layer_mut(a.fch_gelu, l, 4 * btc);
             let fcproj = layer_mut(a.fcproj, l, btc);
 
-            layernorm_forward(
-                ln1,
-                ln1_mean,
-                ln1_rstd,
-                residual,
-                layer(p.ln1w, l, c),
-                layer(p.ln1b, l, c),
-                b,
-                t,
-                c,
-            );
-            matmul_forward(
-                qkv,
-                ln1,
-                layer(p.qkvw, l, 3 * c * c),
-                Some(layer(p.qkvb, l, 3 * c)),
-                b,
-                t,
-                c,
-                3 * c,
-            );
+            layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, layer(p.ln1w, l, c), layer(p.ln1b, l, c), b, t, c);
+            matmul_forward(qkv, ln1, layer(p.qkvw, l, 3 * c * c), Some(layer(p.qkvb, l, 3 * c)), b, t, c, 3 * c);
             attention_forward(atty, lse, qkv, b, t, c, nh);
-            matmul_forward(
-                attproj,
-                atty,
-                layer(p.attprojw, l, c * c),
-                Some(layer(p.attprojb, l, c)),
-                b,
-                t,
-                c,
-                c,
-            );
+            matmul_forward(attproj, atty, layer(p.attprojw, l, c * c), Some(layer(p.attprojb, l, c)), b, t, c, c);
             residual_forward(residual2, residual, attproj, btc);
-            layernorm_forward(
-                ln2,
-                ln2_mean,
-                ln2_rstd,
-                residual2,
-                layer(p.ln2w, l, c),
-                layer(p.ln2b, l, c),
-                b,
-                t,
-                c,
-            );
-            matmul_forward(
-                fch,
-                ln2,
-                layer(p.fcw, l, 4 * c * c),
-                Some(layer(p.fcb, l, 4 * c)),
-                b,
-                t,
-                c,
-                4 * c,
-            );
+            layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, layer(p.ln2w, l, c), layer(p.ln2b, l, c), b, t, c);
+            matmul_forward(fch, ln2, layer(p.fcw, l, 4 * c * c), Some(layer(p.fcb, l, 4 * c)), b, t, c, 4 * c);
             gelu_forward(fch_gelu, fch, 4 * btc);
-            matmul_forward(
-                fcproj,
-                fch_gelu,
-                layer(p.fcprojw, l, 4 * c * c),
-                Some(layer(p.fcprojb, l, c)),
-                b,
-                t,
-                4 * c,
-                c,
-            );
+            let (fcprojw, fcprojb) = (layer(p.fcprojw, l, 4 * c * c), layer(p.fcprojb, l, c));
+            matmul_forward(fcproj, fch_gelu, fcprojw, Some(fcprojb), b, t, 4 * c, c);
             // residual3[l] is written while residual3[l - 1] was read above: split the stacked tensor to say so.
             let (_, residual3) = a.residual3.split_at_mut(l * btc);
             residual_forward(&mut residual3[..btc], residual2, fcproj, btc);
@@ -362,16 +290,7 @@ impl GPT2 {
         self.targets.extend_from_slice(targets);
         let a = ActTensors::sizes(&cfg, b, t).split_mut(&mut self.acts);
         let dloss = with_grad.then_some(1.0 / (b * t) as f32);
-        fused_classifier(
-            a.logits,
-            a.losses,
-            targets,
-            b,
-            t,
-            cfg.vocab_size,
-            cfg.padded_vocab_size,
-            dloss,
-        );
+        fused_classifier(a.logits, a.losses, targets, b, t, cfg.vocab_size, cfg.padded_vocab_size, dloss);
         // Summed in f64 so the mean does not depend on B*T's size.
         (a.losses.iter().map(|&x| x as f64).sum::<f64>() / (b * t) as f64) as f32
     }
@@ -409,19 +328,41 @@ impl GPT2 {
         );
 
         for l in (0..l_count).rev() {
-            let residual = if l == 0 {
-                a.encoded
-            } else {
-                layer(a.residual3, l - 1, btc)
-            };
+            // This layer's parameters, their gradients, its saved activations, and their gradients.
+            let (ln1w, ln2w) = (layer(p.ln1w, l, c), layer(p.ln2w, l, c));
+            let qkvw = layer(p.qkvw, l, 3 * c * c);
+            let attprojw = layer(p.attprojw, l, c * c);
+            let fcw = layer(p.fcw, l, 4 * c * c);
+            let fcprojw = layer(p.fcprojw, l, 4 * c * c);
+            let dln1w = layer_mut(g.ln1w, l, c);
+            let dln1b = layer_mut(g.ln1b, l, c);
+            let dqkvw = layer_mut(g.qkvw, l, 3 * c * c);
+            let dqkvb = layer_mut(g.qkvb, l, 3 * c);
+            let dattprojw = layer_mut(g.attprojw, l, c * c);
+            let dattprojb = layer_mut(g.attprojb, l, c);
+            let dln2w = layer_mut(g.ln2w, l, c);
+            let dln2b = layer_mut(g.ln2b, l, c);
+            let dfcw = layer_mut(g.fcw, l, 4 * c * c);
+            let dfcb = layer_mut(g.fcb, l, 4 * c);
+            let dfcprojw = layer_mut(g.fcprojw, l, 4 * c * c);
+            let dfcprojb = layer_mut(g.fcprojb, l, c);
+
+            let residual = if l == 0 { a.encoded } else { layer(a.residual3, l - 1, btc) };
+            let ln1 = layer(a.ln1, l, btc);
+            let (ln1_mean, ln1_rstd) = (layer(a.ln1_mean, l, b * t), layer(a.ln1_rstd, l, b * t));
+            let qkv = layer(a.qkv, l, 3 * btc);
+            let atty = layer(a.atty, l, btc);
+            let lse = layer(a.att_lse, l, b * t * nh);
+            let residual2 = layer(a.residual2, l, btc);
+            let ln2 = layer(a.ln2, l, btc);
+            let (ln2_mean, ln2_rstd) = (layer(a.ln2_mean, l, b * t), layer(a.ln2_rstd, l, b * t));
+            let fch = layer(a.fch, l, 4 * btc);
+            let fch_gelu = layer(a.fch_gelu, l, 4 * btc);
+
             // dresidual3[l] is read while the block's input gradient (dresidual3[l - 1] or dencoded) is written.
             let (dprev, dcur) = d.residual3.split_at_mut(l * btc);
             let dresidual3 = &dcur[..btc];
-            let dresidual = if l == 0 {
-                &mut *d.encoded
-            } else {
-                layer_mut(dprev, l - 1, btc)
-            };
+            let dresidual = if l == 0 { &mut *d.encoded } else { layer_mut(dprev, l - 1, btc) };
             let dresidual2 = layer_mut(d.residual2, l, btc);
             let dfcproj = layer_mut(d.fcproj, l, btc);
             let dfch_gelu = layer_mut(d.fch_gelu, l, 4 * btc);
@@ -432,94 +373,17 @@ impl GPT2 {
             let dqkv = layer_mut(d.qkv, l, 3 * btc);
             let dln1 = layer_mut(d.ln1, l, btc);
 
+            // The forward pass in reverse: MLP, then attention, each ending in its residual branch.
             residual_backward(dresidual2, dfcproj, dresidual3, btc);
-            matmul_backward(
-                dfch_gelu,
-                layer_mut(g.fcprojw, l, 4 * c * c),
-                Some(layer_mut(g.fcprojb, l, c)),
-                dfcproj,
-                layer(a.fch_gelu, l, 4 * btc),
-                layer(p.fcprojw, l, 4 * c * c),
-                b,
-                t,
-                4 * c,
-                c,
-            );
-            gelu_backward(dfch, layer(a.fch, l, 4 * btc), dfch_gelu, 4 * btc);
-            matmul_backward(
-                dln2,
-                layer_mut(g.fcw, l, 4 * c * c),
-                Some(layer_mut(g.fcb, l, 4 * c)),
-                dfch,
-                layer(a.ln2, l, btc),
-                layer(p.fcw, l, 4 * c * c),
-                b,
-                t,
-                c,
-                4 * c,
-            );
-            layernorm_backward(
-                dresidual2,
-                layer_mut(g.ln2w, l, c),
-                layer_mut(g.ln2b, l, c),
-                dln2,
-                layer(a.residual2, l, btc),
-                layer(p.ln2w, l, c),
-                layer(a.ln2_mean, l, b * t),
-                layer(a.ln2_rstd, l, b * t),
-                b,
-                t,
-                c,
-            );
+            matmul_backward(dfch_gelu, dfcprojw, Some(dfcprojb), dfcproj, fch_gelu, fcprojw, b, t, 4 * c, c);
+            gelu_backward(dfch, fch, dfch_gelu, 4 * btc);
+            matmul_backward(dln2, dfcw, Some(dfcb), dfch, ln2, fcw, b, t, c, 4 * c);
+            layernorm_backward(dresidual2, dln2w, dln2b, dln2, residual2, ln2w, ln2_mean, ln2_rstd, b, t, c);
             residual_backward(dresidual, dattproj, dresidual2, btc);
-            matmul_backward(
-                datty,
-                layer_mut(g.attprojw, l, c * c),
-                Some(layer_mut(g.attprojb, l, c)),
-                dattproj,
-                layer(a.atty, l, btc),
-                layer(p.attprojw, l, c * c),
-                b,
-                t,
-                c,
-                c,
-            );
-            attention_backward(
-                dqkv,
-                datty,
-                layer(a.qkv, l, 3 * btc),
-                layer(a.atty, l, btc),
-                layer(a.att_lse, l, b * t * nh),
-                b,
-                t,
-                c,
-                nh,
-            );
-            matmul_backward(
-                dln1,
-                layer_mut(g.qkvw, l, 3 * c * c),
-                Some(layer_mut(g.qkvb, l, 3 * c)),
-                dqkv,
-                layer(a.ln1, l, btc),
-                layer(p.qkvw, l, 3 * c * c),
-                b,
-                t,
-                c,
-                3 * c,
-            );
-            layernorm_backward(
-                dresidual,
-                layer_mut(g.ln1w, l, c),
-                layer_mut(g.ln1b, l, c),
-                dln1,
-                residual,
-                layer(p.ln1w, l, c),
-                layer(a.ln1_mean, l, b * t),
-                layer(a.ln1_rstd, l, b * t),
-                b,
-                t,
-                c,
-            );
+            matmul_backward(datty, dattprojw, Some(dattprojb), dattproj, atty, attprojw, b, t, c, c);
+            attention_backward(dqkv, datty, qkv, atty, lse, b, t, c, nh);
+            matmul_backward(dln1, dqkvw, Some(dqkvb), dqkv, ln1, qkvw, b, t, c, 3 * c);
+            layernorm_backward(dresidual, dln1w, dln1b, dln1, residual, ln1w, ln1_mean, ln1_rstd, b, t, c);
         }
         encoder_backward(g.wte, g.wpe, d.encoded, &self.inputs, b, t, c);
     }
@@ -542,11 +406,7 @@ impl GPT2 {
             self.v = vec![0.0; self.params.len()];
         }
         for (i, range) in self.param_sizes.ranges().enumerate() {
-            let weight_decay = if ParamTensors::<usize>::is_matrix(i) {
-                adamw.weight_decay
-            } else {
-                0.0
-            };
+            let weight_decay = if ParamTensors::<usize>::is_matrix(i) { adamw.weight_decay } else { 0.0 };
             let hp = AdamWStep {
                 lr,
                 beta1: adamw.beta1,

@@ -41,12 +41,8 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// GPT-2's tokenizer (50257 tokens, EOT 50256), from ranks compiled into the binary.
     pub fn gpt2() -> Result<Self> {
-        let bpe = tiktoken_rs::r50k_base().map_err(|e| {
-            Error::config(
-                "tokenizer",
-                format!("cannot build the GPT-2 tokenizer (r50k_base): {e}"),
-            )
-        })?;
+        let bpe = tiktoken_rs::r50k_base()
+            .map_err(|e| Error::config("tokenizer", format!("cannot build the GPT-2 tokenizer (r50k_base): {e}")))?;
         let mut bytes = Vec::new();
         let mut ends = Vec::with_capacity(GPT2_VOCAB_SIZE);
         for id in 0..GPT2_VOCAB_SIZE as u32 {
@@ -125,12 +121,7 @@ impl Tokenizer {
             };
             let (&len, tail) = rest.split_first().ok_or_else(truncated)?;
             if len == 0 {
-                return Err(Error::format(
-                    path,
-                    format!("length of token {id}"),
-                    "1 to 255 bytes",
-                    "0",
-                ));
+                return Err(Error::format(path, format!("length of token {id}"), "1 to 255 bytes", "0"));
             }
             let token = tail.get(..len as usize).ok_or_else(truncated)?;
             bytes.extend_from_slice(token);
@@ -145,13 +136,7 @@ impl Tokenizer {
                 rest.len(),
             ));
         }
-        Ok(Tokenizer {
-            source: path.to_path_buf(),
-            bytes,
-            ends,
-            eot_token,
-            bpe: None,
-        })
+        Ok(Tokenizer { source: path.to_path_buf(), bytes, ends, eot_token, bpe: None })
     }
 
     /// The tokens of `text`. Special-token text such as "<|endoftext|>" is encoded as ordinary text; append

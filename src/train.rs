@@ -47,11 +47,7 @@ pub fn learning_rate(step: usize, steps: usize, lr: f32, warmup: usize, final_fr
     if step < warmup {
         return lr * (step + 1) as f32 / warmup as f32;
     }
-    let decay_ratio = if steps > warmup {
-        (step - warmup) as f64 / (steps - warmup) as f64
-    } else {
-        0.0
-    };
+    let decay_ratio = if steps > warmup { (step - warmup) as f64 / (steps - warmup) as f64 } else { 0.0 };
     let coeff = 0.5 * (1.0 + (std::f64::consts::PI * decay_ratio).cos());
     let lr_min = lr as f64 * final_frac as f64;
     (lr_min + coeff * (lr as f64 - lr_min)) as f32
@@ -102,10 +98,7 @@ struct MetricsFile {
 impl MetricsFile {
     fn create(path: PathBuf) -> Result<Self> {
         let file = File::create(&path).map_err(|e| Error::io("cannot create", &path, e))?;
-        Ok(MetricsFile {
-            path,
-            out: BufWriter::new(file),
-        })
+        Ok(MetricsFile { path, out: BufWriter::new(file) })
     }
 
     fn write(&mut self, record: &impl Serialize) -> Result<()> {
@@ -181,10 +174,7 @@ pub fn train(
         let last = step == opts.steps;
         if let Some(val) = val.as_deref_mut() {
             if opts.val_every > 0 && (step % opts.val_every == 0 || last) {
-                let record = ValMetrics {
-                    step,
-                    val_loss: evaluate(model, val, opts.val_batches)?,
-                };
+                let record = ValMetrics { step, val_loss: evaluate(model, val, opts.val_batches)? };
                 summary.val_losses.push((step, record.val_loss));
                 if let Some(m) = metrics.as_mut() {
                     m.write(&record)?;
@@ -196,10 +186,7 @@ pub fn train(
             if opts.sample_every > 0 && opts.gen_tokens > 0 && ((step > 0 && step % opts.sample_every == 0) || last) {
                 let prompt = [tokenizer.eot_token()];
                 let tokens = generate(model, &prompt, opts.gen_tokens, t, &mut rng)?;
-                on_event(Event::Sample {
-                    step,
-                    text: &tokenizer.decode(&tokens),
-                });
+                on_event(Event::Sample { step, text: &tokenizer.decode(&tokens) });
             }
         }
         if last {
@@ -217,14 +204,7 @@ pub fn train(
         if step > 0 {
             timed_ms += ms;
         }
-        let record = StepMetrics {
-            step,
-            train_loss,
-            lr,
-            grad_norm,
-            ms,
-            tokens_per_sec: (b * t) as f64 / ms * 1e3,
-        };
+        let record = StepMetrics { step, train_loss, lr, grad_norm, ms, tokens_per_sec: (b * t) as f64 / ms * 1e3 };
         summary.train_losses.push(train_loss);
         if let Some(m) = metrics.as_mut() {
             m.write(&record)?;

@@ -57,11 +57,8 @@ const TINY_RUN: &[(&str, &str)] = &[
 /// `base` as command-line words, with each flag of `changes` replacing the base's value or, when new, appended
 /// (clap refuses a flag given twice, so overriding must replace).
 fn flags(base: &[&[(&str, &str)]], changes: &[(&str, &str)]) -> Vec<String> {
-    let mut pairs: Vec<(String, String)> = base
-        .iter()
-        .flat_map(|b| b.iter())
-        .map(|&(f, v)| (f.to_string(), v.to_string()))
-        .collect();
+    let mut pairs: Vec<(String, String)> =
+        base.iter().flat_map(|b| b.iter()).map(|&(f, v)| (f.to_string(), v.to_string())).collect();
     for &(flag, value) in changes {
         match pairs.iter_mut().find(|(f, _)| f == flag) {
             Some(pair) => pair.1 = value.to_string(),
@@ -86,10 +83,7 @@ fn assert_error(run: &Run, needles: &[&str]) {
     let stderr = run.stderr.trim_end();
     assert!(!stderr.contains("panicked"), "the binary panicked:\n{stderr}");
     assert_eq!(run.code, Some(1), "expected exit code 1; stderr:\n{stderr}");
-    assert!(
-        stderr.starts_with("error: "),
-        "stderr should start with 'error: ':\n{stderr}"
-    );
+    assert!(stderr.starts_with("error: "), "stderr should start with 'error: ':\n{stderr}");
     assert_eq!(stderr.lines().count(), 1, "the error should be one line:\n{stderr}");
     for needle in needles {
         assert!(stderr.contains(needle), "stderr should mention {needle:?}:\n{stderr}");
@@ -99,29 +93,14 @@ fn assert_error(run: &Run, needles: &[&str]) {
 /// Asserts that clap refused the command line (exit code 2) with a message containing every one of `needles`.
 fn assert_usage_error(run: &Run, needles: &[&str]) {
     assert!(!run.stderr.contains("panicked"), "the binary panicked:\n{}", run.stderr);
-    assert_eq!(
-        run.code,
-        Some(2),
-        "expected clap's exit code 2; stderr:\n{}",
-        run.stderr
-    );
+    assert_eq!(run.code, Some(2), "expected clap's exit code 2; stderr:\n{}", run.stderr);
     for needle in needles {
-        assert!(
-            run.stderr.contains(needle),
-            "stderr should mention {needle:?}:\n{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(needle), "stderr should mention {needle:?}:\n{}", run.stderr);
     }
 }
 
 fn assert_success(run: &Run) {
-    assert_eq!(
-        run.code,
-        Some(0),
-        "expected success; stderr:\n{}\nstdout:\n{}",
-        run.stderr,
-        run.stdout
-    );
+    assert_eq!(run.code, Some(0), "expected success; stderr:\n{}\nstdout:\n{}", run.stderr, run.stdout);
 }
 
 /// A model small enough to write in every test: maxT 16, V 300 (Vp 384), L 1, NH 2, C 32.
@@ -177,28 +156,17 @@ fn write_tokenizer(path: &Path, vocab: u32, eot: u32) {
 /// The lines of `dir/metrics.jsonl`, parsed.
 fn read_metrics(dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics.jsonl is written");
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect()
+    text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))).collect()
 }
 
 /// The keys of a JSON object record.
 fn keys(record: &Value) -> BTreeSet<&str> {
-    record
-        .as_object()
-        .expect("each metrics line is a JSON object")
-        .keys()
-        .map(String::as_str)
-        .collect()
+    record.as_object().expect("each metrics line is a JSON object").keys().map(String::as_str).collect()
 }
 
 /// The value of `key` in every record that has it.
 fn column(records: &[Value], key: &str) -> Vec<f64> {
-    records
-        .iter()
-        .filter_map(|r| r.get(key))
-        .map(|v| v.as_f64().unwrap())
-        .collect()
+    records.iter().filter_map(|r| r.get(key)).map(|v| v.as_f64().unwrap()).collect()
 }
 
 /// The train and val losses of a tiny built-in run with `changes`, from its metrics.jsonl.
@@ -220,19 +188,8 @@ fn losses(changes: &[(&str, &str)], extra: &[&str]) -> (Vec<f64>, Vec<f64>) {
 fn help_exits_zero_and_lists_the_main_flags() {
     let out = run(["--help"]);
     assert_success(&out);
-    for flag in [
-        "--model",
-        "--train-data",
-        "--batch-size",
-        "--seq-len",
-        "--steps",
-        "--lr",
-    ] {
-        assert!(
-            out.stdout.contains(flag),
-            "--help should mention {flag}:\n{}",
-            out.stdout
-        );
+    for flag in ["--model", "--train-data", "--batch-size", "--seq-len", "--steps", "--lr"] {
+        assert!(out.stdout.contains(flag), "--help should mention {flag}:\n{}", out.stdout);
     }
 }
 
@@ -241,11 +198,7 @@ fn tiny_run_on_built_in_data_prints_device_model_steps_and_a_sample() {
     let out = run(tiny(&[("--sample-every", "100"), ("--gen-tokens", "4")]));
     assert_success(&out);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(
-        lines[0].starts_with("device: cpu"),
-        "first line should be the device: {}",
-        lines[0]
-    );
+    assert!(lines[0].starts_with("device: cpu"), "first line should be the device: {}", lines[0]);
 
     let config = GPT2Config {
         max_seq_len: 1024,
@@ -257,26 +210,13 @@ fn tiny_run_on_built_in_data_prints_device_model_steps_and_a_sample() {
     };
     let params = format!("{:.2}M parameters", config.num_parameters() as f64 / 1e6);
     let model_line = lines.iter().find(|l| l.starts_with("model: ")).expect("a model line");
-    assert!(
-        model_line.contains(&params),
-        "model line should give {params}: {model_line}"
-    );
-    assert!(
-        model_line.contains("L=1 C=32 NH=2"),
-        "model line should give the shape: {model_line}"
-    );
+    assert!(model_line.contains(&params), "model line should give {params}: {model_line}");
+    assert!(model_line.contains("L=1 C=32 NH=2"), "model line should give the shape: {model_line}");
 
-    let step_lines = lines
-        .iter()
-        .filter(|l| l.starts_with("step ") && l.contains("train loss"))
-        .count();
+    let step_lines = lines.iter().filter(|l| l.starts_with("step ") && l.contains("train loss")).count();
     assert_eq!(step_lines, 3, "one train line per step:\n{}", out.stdout);
     assert!(out.stdout.contains("val loss"), "val lines expected:\n{}", out.stdout);
-    assert!(
-        out.stdout.contains("--- sample at step 3 ---"),
-        "a final sample expected:\n{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("--- sample at step 3 ---"), "a final sample expected:\n{}", out.stdout);
 }
 
 #[test]
@@ -297,25 +237,13 @@ fn out_dir_gets_metrics_jsonl_with_llm_c_step_and_val_records() {
         assert!(k == step_keys || k == val_keys, "unexpected keys {k:?} in {record}");
         for key in &k {
             if *key != "step" {
-                assert!(
-                    record[key].as_f64().unwrap().is_finite(),
-                    "{key} should be finite in {record}"
-                );
+                assert!(record[key].as_f64().unwrap().is_finite(), "{key} should be finite in {record}");
             }
         }
         order.push((record["step"].as_u64().unwrap(), k == val_keys));
     }
-    let expected = [
-        (0, true),
-        (0, false),
-        (1, false),
-        (2, true),
-        (2, false),
-        (3, false),
-        (4, true),
-        (4, false),
-        (5, true),
-    ];
+    let expected =
+        [(0, true), (0, false), (1, false), (2, true), (2, false), (3, false), (4, true), (4, false), (5, true)];
     assert_eq!(order, expected, "records (step, is_val) in file order");
 }
 
@@ -337,15 +265,9 @@ fn out_dir_gets_a_model_bin_with_the_run_config() {
     };
     assert_eq!(config, expected);
     assert_eq!(params.len(), expected.num_parameters());
-    assert!(
-        params.iter().all(|p| p.is_finite()),
-        "trained parameters should be finite"
-    );
+    assert!(params.iter().all(|p| p.is_finite()), "trained parameters should be finite");
     let init = GPT2::random(expected, 1337).unwrap();
-    assert_ne!(
-        params, init.params,
-        "model.bin should hold the trained, not the initial, parameters"
-    );
+    assert_ne!(params, init.params, "model.bin should hold the trained, not the initial, parameters");
 }
 
 #[test]
@@ -357,31 +279,15 @@ fn checkpoint_and_user_shards_train_with_one_letter_flags() {
     let val = write_small_shard(dir.path(), "val.bin", 100);
     let out_dir = dir.path().join("out");
     let train_glob = dir.path().join("train_*.bin");
-    let paths = [
-        model.as_os_str(),
-        train_glob.as_os_str(),
-        val.as_os_str(),
-        out_dir.as_os_str(),
-    ];
-    let mut args: Vec<&OsStr> = ["-e", "-i", "-j", "-o"]
-        .iter()
-        .zip(paths)
-        .flat_map(|(flag, path)| [OsStr::new(flag), path])
-        .collect();
+    let paths = [model.as_os_str(), train_glob.as_os_str(), val.as_os_str(), out_dir.as_os_str()];
+    let mut args: Vec<&OsStr> =
+        ["-e", "-i", "-j", "-o"].iter().zip(paths).flat_map(|(flag, path)| [OsStr::new(flag), path]).collect();
     let sizes = "-b 2 -t 8 -x 4 -u 1 -v 2 -m 2 -l 3e-3 --threads 1";
     args.extend(sizes.split(' ').map(OsStr::new));
     let out = run(&args);
     assert_success(&out);
-    assert!(
-        out.stdout.contains("train: 500 tokens"),
-        "both shards should be read:\n{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("V=300 Vp=384"),
-        "the checkpoint's shape should be used:\n{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("train: 500 tokens"), "both shards should be read:\n{}", out.stdout);
+    assert!(out.stdout.contains("V=300 Vp=384"), "the checkpoint's shape should be used:\n{}", out.stdout);
     let records = read_metrics(&out_dir);
     assert_eq!(column(&records, "train_loss").len(), 4);
     assert_eq!(column(&records, "val_loss").len(), 3, "val at steps 0, 2, 4");
@@ -397,11 +303,7 @@ fn bf16_checkpoint_trains() {
     write_model(&model, &init.config, &init.params, ModelDtype::Bf16).unwrap();
     let out = run_from_checkpoint(dir.path(), &model);
     assert_success(&out);
-    assert!(
-        out.stdout.contains("V=300 Vp=384"),
-        "the checkpoint's shape should be used:\n{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("V=300 Vp=384"), "the checkpoint's shape should be used:\n{}", out.stdout);
 }
 
 #[test]
@@ -484,10 +386,7 @@ fn val_shard_shorter_than_one_batch_is_refused() {
     let dir = TempDir::new().unwrap();
     let train = write_small_shard(dir.path(), "train.bin", 100);
     let val = write_small_shard(dir.path(), "val.bin", 10);
-    let out = run(tiny(&[
-        ("--train-data", &train.display().to_string()),
-        ("--val-data", &val.display().to_string()),
-    ]));
+    let out = run(tiny(&[("--train-data", &train.display().to_string()), ("--val-data", &val.display().to_string())]));
     assert_error(&out, &["val.bin", "at least 17", "found 10"]);
 }
 
@@ -498,10 +397,7 @@ fn val_shard_shorter_than_one_batch_is_refused() {
 /// A tiny run from the checkpoint at `model` on a fresh 100-token shard in `dir`.
 fn run_from_checkpoint(dir: &Path, model: &Path) -> Run {
     let shard = write_small_shard(dir, "train.bin", 100);
-    run(tiny_run(&[
-        ("--model", &model.display().to_string()),
-        ("--train-data", &shard.display().to_string()),
-    ]))
+    run(tiny_run(&[("--model", &model.display().to_string()), ("--train-data", &shard.display().to_string())]))
 }
 
 #[test]
@@ -518,22 +414,9 @@ fn truncated_checkpoint_is_refused() {
     let dir = TempDir::new().unwrap();
     let model = write_small_model(dir.path());
     let len = std::fs::metadata(&model).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&model)
-        .unwrap()
-        .set_len(len - 4)
-        .unwrap();
+    OpenOptions::new().write(true).open(&model).unwrap().set_len(len - 4).unwrap();
     let out = run_from_checkpoint(dir.path(), &model);
-    assert_error(
-        &out,
-        &[
-            "model_in.bin",
-            "file size",
-            &format!("{len} bytes"),
-            &format!("{} bytes", len - 4),
-        ],
-    );
+    assert_error(&out, &["model_in.bin", "file size", &format!("{len} bytes"), &format!("{} bytes", len - 4)]);
 }
 
 #[test]
@@ -592,10 +475,8 @@ fn train_tokens_outside_the_model_vocabulary_are_refused() {
     let mut data = tokens(100, 300);
     data[50] = 300; // V = 300: ids 0..=299
     write_shard(&shard, &data).unwrap();
-    let out = run(tiny_run(&[
-        ("--model", &model.display().to_string()),
-        ("--train-data", &shard.display().to_string()),
-    ]));
+    let out =
+        run(tiny_run(&[("--model", &model.display().to_string()), ("--train-data", &shard.display().to_string())]));
     assert_error(&out, &["--train-data", "train.bin", "token id 300", "300 tokens"]);
 }
 
@@ -656,11 +537,7 @@ fn tokenizer_whose_eot_is_outside_the_model_vocabulary_is_refused_up_front() {
         ("--gen-tokens", "2"),
     ]));
     assert_error(&out, &["--tokenizer", "tok.bin"]);
-    assert!(
-        !out.stdout.contains("train loss"),
-        "should fail before training:\n{}",
-        out.stdout
-    );
+    assert!(!out.stdout.contains("train loss"), "should fail before training:\n{}", out.stdout);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -679,10 +556,7 @@ fn seq_len_zero_is_refused() {
 
 #[test]
 fn steps_zero_is_refused() {
-    assert_error(
-        &run(tiny(&[("--steps", "0"), ("--warmup", "0")])),
-        &["--steps", "found 0"],
-    );
+    assert_error(&run(tiny(&[("--steps", "0"), ("--warmup", "0")])), &["--steps", "found 0"]);
 }
 
 #[test]
@@ -742,10 +616,7 @@ fn eps_zero_is_refused() {
 
 #[test]
 fn lr_final_frac_of_two_is_refused() {
-    assert_error(
-        &run(tiny(&[("--lr-final-frac", "2")])),
-        &["--lr-final-frac", "0..=1", "found 2"],
-    );
+    assert_error(&run(tiny(&[("--lr-final-frac", "2")])), &["--lr-final-frac", "0..=1", "found 2"]);
 }
 
 #[test]
@@ -756,10 +627,7 @@ fn negative_grad_clip_is_refused() {
 
 #[test]
 fn negative_weight_decay_is_refused() {
-    let args: Vec<String> = tiny(&[])
-        .into_iter()
-        .chain(["--weight-decay=-0.1".to_string()])
-        .collect();
+    let args: Vec<String> = tiny(&[]).into_iter().chain(["--weight-decay=-0.1".to_string()]).collect();
     assert_error(&run(args), &["--weight-decay", "found -0.1"]);
 }
 
@@ -767,16 +635,9 @@ fn negative_weight_decay_is_refused() {
 fn warmup_longer_than_the_run_ramps_the_lr_through_every_step() {
     let dir = TempDir::new().unwrap();
     let out_dir = dir.path().join("out");
-    let out = run(tiny(&[
-        ("--warmup", "6"),
-        ("--lr", "0.006"),
-        ("--out", &out_dir.display().to_string()),
-    ]));
+    let out = run(tiny(&[("--warmup", "6"), ("--lr", "0.006"), ("--out", &out_dir.display().to_string())]));
     assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
-    let lrs: Vec<f64> = read_metrics(&out_dir)
-        .iter()
-        .filter_map(|r| r.get("lr").and_then(Value::as_f64))
-        .collect();
+    let lrs: Vec<f64> = read_metrics(&out_dir).iter().filter_map(|r| r.get("lr").and_then(Value::as_f64)).collect();
     // Warmup 6 over a 3-step run: lr * (s + 1) / 6 for s = 0, 1, 2.
     let want = [0.001, 0.002, 0.003];
     assert_eq!(lrs.len(), want.len(), "{lrs:?}");
@@ -799,19 +660,13 @@ fn unknown_preset_is_refused_with_the_list_of_presets() {
 fn size_flags_with_a_checkpoint_file_are_refused() {
     let dir = TempDir::new().unwrap();
     let model = write_small_model(dir.path());
-    let out = run(tiny_run(&[
-        ("--model", &model.display().to_string()),
-        ("--layers", "2"),
-    ]));
+    let out = run(tiny_run(&[("--model", &model.display().to_string()), ("--layers", "2")]));
     assert_error(&out, &["--layers", "checkpoint"]);
 }
 
 #[test]
 fn heads_not_dividing_channels_is_refused() {
-    assert_error(
-        &run(tiny(&[("--heads", "3")])),
-        &["channels (32)", "num_heads (3)", "multiple"],
-    );
+    assert_error(&run(tiny(&[("--heads", "3")])), &["channels (32)", "num_heads (3)", "multiple"]);
 }
 
 #[test]
@@ -821,10 +676,7 @@ fn zero_layers_is_refused() {
 
 #[test]
 fn device_cuda_says_this_build_has_no_gpu_backend() {
-    assert_error(
-        &run(tiny(&[("--device", "cuda")])),
-        &["--device", "cuda", "no GPU backend"],
-    );
+    assert_error(&run(tiny(&[("--device", "cuda")])), &["--device", "cuda", "no GPU backend"]);
 }
 
 #[test]
@@ -865,10 +717,6 @@ fn unknown_device_is_a_usage_error() {
 #[test]
 fn a_run_larger_than_memory_is_refused_with_its_plan_before_allocating() {
     // 100k sequences of 1024 tokens need tens of terabytes of logits: more than any test machine has.
-    let out = run(tiny(&[
-        ("--batch-size", "100000"),
-        ("--seq-len", "1024"),
-        ("--max-seq-len", "1024"),
-    ]));
+    let out = run(tiny(&[("--batch-size", "100000"), ("--seq-len", "1024"), ("--max-seq-len", "1024")]));
     assert_error(&out, &["not enough memory", "activations", "--batch-size"]);
 }

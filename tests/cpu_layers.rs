@@ -40,10 +40,7 @@ struct Tol {
 
 /// One correctly rounded f32 operation (a + b): the f32 result is the exact value rounded once, so it is within
 /// half an ulp, 2^-24 relative.
-const ONE_ROUNDING: Tol = Tol {
-    abs: 0.0,
-    rel: f32::EPSILON as f64 / 2.0,
-};
+const ONE_ROUNDING: Tol = Tol { abs: 0.0, rel: f32::EPSILON as f64 / 2.0 };
 
 /// Element-wise transcendental layers (GELU): a few f32 ulps of O(1)-O(5) terms (an ulp is 4.8e-7 at 4), which
 /// the accumulation into a random prefill may cancel, hence an `abs` part of that size.
@@ -128,10 +125,7 @@ fn check_f64(what: &str, got: &[f64], want: &[f64], tol: Tol) {
             got.len()
         );
     }
-    eprintln!(
-        "{what}: {} elements, worst |err| {worst_err:.2e}, worst err/allowed {worst_ratio:.3}",
-        got.len()
-    );
+    eprintln!("{what}: {} elements, worst |err| {worst_err:.2e}, worst err/allowed {worst_ratio:.3}", got.len());
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f64], tol: Tol) {
@@ -141,21 +135,13 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], tol: Tol) {
 fn assert_bitwise_eq(what: &str, a: &[f32], b: &[f32]) {
     assert_eq!(a.len(), b.len(), "{what}: length");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert_eq!(
-            x.to_bits(),
-            y.to_bits(),
-            "{what}: element [{i}] differs: {x:e} vs {y:e}"
-        );
+        assert_eq!(x.to_bits(), y.to_bits(), "{what}: element [{i}] differs: {x:e} vs {y:e}");
     }
 }
 
 /// Runs `f` on a fresh rayon pool of `threads` threads.
 fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
 }
 
 /// Thread counts whose results must agree bitwise with one thread's.
@@ -350,22 +336,12 @@ fn gelu_grad_ref(x: f64) -> f64 {
 #[test]
 fn attention_reference_backward_matches_finite_differences() {
     // B 2, T 4, C 6, NH 2: HS 3, 144 qkv inputs.
-    let s = AttnShape {
-        b: 2,
-        t: 4,
-        c: 6,
-        nh: 2,
-    };
+    let s = AttnShape { b: 2, t: 4, c: 6, nh: 2 };
     let mut rng = Rng::new(101);
     let qkv = f64s(&randn(&mut rng, s.b * s.t * 3 * s.c, 1.0));
     let dout = f64s(&randn(&mut rng, s.b * s.t * s.c, 1.0));
     let numerical = numerical_gradient(&qkv, &dout, |x| attention_forward_ref(x, s).0);
-    check_f64(
-        "attention ref dqkv vs finite differences",
-        &attention_backward_ref(&dout, &qkv, s),
-        &numerical,
-        FD_TOL,
-    );
+    check_f64("attention ref dqkv vs finite differences", &attention_backward_ref(&dout, &qkv, s), &numerical, FD_TOL);
 }
 
 #[test]
@@ -381,12 +357,7 @@ fn layernorm_and_gelu_reference_backwards_match_finite_differences() {
     let num_dweight = numerical_gradient(&weight, &dout, |w| layernorm_forward_ref(&inp, w, &bias, c).0);
     let num_dbias = numerical_gradient(&bias, &dout, |bb| layernorm_forward_ref(&inp, &weight, bb, c).0);
     check_f64("layernorm ref dinp vs finite differences", &dinp, &num_dinp, FD_TOL);
-    check_f64(
-        "layernorm ref dweight vs finite differences",
-        &dweight,
-        &num_dweight,
-        FD_TOL,
-    );
+    check_f64("layernorm ref dweight vs finite differences", &dweight, &num_dweight, FD_TOL);
     check_f64("layernorm ref dbias vs finite differences", &dbias, &num_dbias, FD_TOL);
 
     let x = f64s(&randn(&mut rng, 64, 3.0));
@@ -432,23 +403,9 @@ fn encoder_forward_adds_token_and_position_rows_and_backward_accumulates_repeate
             }
         }
         // Rows no position touched get exactly +0 and so keep their prefill, which SUM_TOL checks as well.
-        assert_close(
-            &format!("encoder dwte {tag}"),
-            &dwte,
-            &plus(&dwte_prefill, &want_dwte),
-            SUM_TOL,
-        );
-        assert_close(
-            &format!("encoder dwpe {tag}"),
-            &dwpe,
-            &plus(&dwpe_prefill, &want_dwpe),
-            SUM_TOL,
-        );
-        assert_bitwise_eq(
-            &format!("encoder unused dwpe rows {tag}"),
-            &dwpe[t * c..],
-            &dwpe_prefill[t * c..],
-        );
+        assert_close(&format!("encoder dwte {tag}"), &dwte, &plus(&dwte_prefill, &want_dwte), SUM_TOL);
+        assert_close(&format!("encoder dwpe {tag}"), &dwpe, &plus(&dwpe_prefill, &want_dwpe), SUM_TOL);
+        assert_bitwise_eq(&format!("encoder unused dwpe rows {tag}"), &dwpe[t * c..], &dwpe_prefill[t * c..]);
     }
 }
 
@@ -504,40 +461,13 @@ fn layernorm_backward_matches_f64_and_accumulates() {
         let dweight_prefill = randn(&mut rng, c, 1.0);
         let dbias_prefill = randn(&mut rng, c, 1.0);
         let (mut dinp, mut dweight, mut dbias) = (dinp_prefill.clone(), dweight_prefill.clone(), dbias_prefill.clone());
-        layernorm_backward(
-            &mut dinp,
-            &mut dweight,
-            &mut dbias,
-            &dout,
-            &inp,
-            &weight,
-            &mean,
-            &rstd,
-            b,
-            t,
-            c,
-        );
+        layernorm_backward(&mut dinp, &mut dweight, &mut dbias, &dout, &inp, &weight, &mean, &rstd, b, t, c);
 
         let (want_dinp, want_dweight, want_dbias) =
             layernorm_backward_ref(&f64s(&dout), &f64s(&inp), &f64s(&weight), c);
-        assert_close(
-            &format!("layernorm dinp {tag}"),
-            &dinp,
-            &plus(&dinp_prefill, &want_dinp),
-            SUM_TOL,
-        );
-        assert_close(
-            &format!("layernorm dweight {tag}"),
-            &dweight,
-            &plus(&dweight_prefill, &want_dweight),
-            SUM_TOL,
-        );
-        assert_close(
-            &format!("layernorm dbias {tag}"),
-            &dbias,
-            &plus(&dbias_prefill, &want_dbias),
-            SUM_TOL,
-        );
+        assert_close(&format!("layernorm dinp {tag}"), &dinp, &plus(&dinp_prefill, &want_dinp), SUM_TOL);
+        assert_close(&format!("layernorm dweight {tag}"), &dweight, &plus(&dweight_prefill, &want_dweight), SUM_TOL);
+        assert_close(&format!("layernorm dbias {tag}"), &dbias, &plus(&dbias_prefill, &want_dbias), SUM_TOL);
     }
 }
 
@@ -557,27 +487,13 @@ fn layernorm_is_bitwise_independent_of_thread_count() {
         let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
         layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, b, t, c);
         let (mut dinp, mut dweight, mut dbias) = (dinp_prefill.clone(), dweight_prefill.clone(), dbias_prefill.clone());
-        layernorm_backward(
-            &mut dinp,
-            &mut dweight,
-            &mut dbias,
-            &dout,
-            &inp,
-            &weight,
-            &mean,
-            &rstd,
-            b,
-            t,
-            c,
-        );
+        layernorm_backward(&mut dinp, &mut dweight, &mut dbias, &dout, &inp, &weight, &mean, &rstd, b, t, c);
         [out, mean, rstd, dinp, dweight, dbias]
     };
     let reference = on_threads(1, run);
     for threads in MORE_THREADS {
         let got = on_threads(threads, run);
-        for (name, (x, y)) in ["out", "mean", "rstd", "dinp", "dweight", "dbias"]
-            .iter()
-            .zip(got.iter().zip(&reference))
+        for (name, (x, y)) in ["out", "mean", "rstd", "dinp", "dweight", "dbias"].iter().zip(got.iter().zip(&reference))
         {
             assert_bitwise_eq(&format!("layernorm {name}, {threads} threads vs 1"), x, y);
         }
@@ -649,25 +565,10 @@ fn matmul_backward_matches_triple_loop_and_accumulates_with_and_without_bias() {
                 (dinp_prefill.clone(), dweight_prefill.clone(), dbias_prefill.clone());
             let dbias_arg = with_bias.then_some(&mut dbias[..]);
             matmul_backward(&mut dinp, &mut dweight, dbias_arg, &dout, &inp, &weight, b, t, c, oc);
-            assert_close(
-                &format!("matmul dinp {tag}"),
-                &dinp,
-                &plus(&dinp_prefill, &want_dinp),
-                SUM_TOL,
-            );
-            assert_close(
-                &format!("matmul dweight {tag}"),
-                &dweight,
-                &plus(&dweight_prefill, &want_dweight),
-                SUM_TOL,
-            );
+            assert_close(&format!("matmul dinp {tag}"), &dinp, &plus(&dinp_prefill, &want_dinp), SUM_TOL);
+            assert_close(&format!("matmul dweight {tag}"), &dweight, &plus(&dweight_prefill, &want_dweight), SUM_TOL);
             if with_bias {
-                assert_close(
-                    &format!("matmul dbias {tag}"),
-                    &dbias,
-                    &plus(&dbias_prefill, &want_dbias),
-                    SUM_TOL,
-                );
+                assert_close(&format!("matmul dbias {tag}"), &dbias, &plus(&dbias_prefill, &want_dbias), SUM_TOL);
             } else {
                 assert_bitwise_eq(&format!("matmul dbias untouched {tag}"), &dbias, &dbias_prefill);
             }
@@ -689,27 +590,13 @@ fn matmul_is_bitwise_independent_of_thread_count() {
         let mut out = vec![0.0; n * oc];
         matmul_forward(&mut out, &inp, &weight, Some(&bias), b, t, c, oc);
         let (mut dinp, mut dweight, mut dbias) = (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
-        matmul_backward(
-            &mut dinp,
-            &mut dweight,
-            Some(&mut dbias),
-            &dout,
-            &inp,
-            &weight,
-            b,
-            t,
-            c,
-            oc,
-        );
+        matmul_backward(&mut dinp, &mut dweight, Some(&mut dbias), &dout, &inp, &weight, b, t, c, oc);
         [out, dinp, dweight, dbias]
     };
     let reference = on_threads(1, run);
     for threads in MORE_THREADS {
         let got = on_threads(threads, run);
-        for (name, (x, y)) in ["out", "dinp", "dweight", "dbias"]
-            .iter()
-            .zip(got.iter().zip(&reference))
-        {
+        for (name, (x, y)) in ["out", "dinp", "dweight", "dbias"].iter().zip(got.iter().zip(&reference)) {
             assert_bitwise_eq(&format!("matmul {name}, {threads} threads vs 1"), x, y);
         }
     }
@@ -721,30 +608,10 @@ fn matmul_is_bitwise_independent_of_thread_count() {
 
 /// HS 16, 16 with B*T = 1, 4 (NH 5), 18 (T 33).
 const ATTENTION_SHAPES: [AttnShape; 4] = [
-    AttnShape {
-        b: 3,
-        t: 13,
-        c: 48,
-        nh: 3,
-    },
-    AttnShape {
-        b: 1,
-        t: 1,
-        c: 48,
-        nh: 3,
-    },
-    AttnShape {
-        b: 2,
-        t: 7,
-        c: 20,
-        nh: 5,
-    },
-    AttnShape {
-        b: 1,
-        t: 33,
-        c: 36,
-        nh: 2,
-    },
+    AttnShape { b: 3, t: 13, c: 48, nh: 3 },
+    AttnShape { b: 1, t: 1, c: 48, nh: 3 },
+    AttnShape { b: 2, t: 7, c: 20, nh: 5 },
+    AttnShape { b: 1, t: 33, c: 36, nh: 2 },
 ];
 
 #[test]
@@ -776,23 +643,13 @@ fn attention_backward_matches_textbook_softmax_backward_and_accumulates() {
         let mut dqkv = dqkv_prefill.clone();
         attention_backward(&mut dqkv, &dout, &qkv, &out, &lse, b, t, c, nh);
         let want = attention_backward_ref(&f64s(&dout), &f64s(&qkv), s);
-        assert_close(
-            &format!("attention dqkv {tag}"),
-            &dqkv,
-            &plus(&dqkv_prefill, &want),
-            ATTENTION_TOL,
-        );
+        assert_close(&format!("attention dqkv {tag}"), &dqkv, &plus(&dqkv_prefill, &want), ATTENTION_TOL);
     }
 }
 
 #[test]
 fn attention_is_bitwise_independent_of_thread_count() {
-    let s = AttnShape {
-        b: 2,
-        t: 33,
-        c: 48,
-        nh: 3,
-    };
+    let s = AttnShape { b: 2, t: 33, c: 48, nh: 3 };
     let AttnShape { b, t, c, nh } = s;
     let mut rng = Rng::new(9);
     let qkv = randn(&mut rng, b * t * 3 * c, 1.0);
@@ -836,17 +693,8 @@ fn gelu_forward_and_backward_match_f64_and_backward_accumulates() {
         let dinp_prefill = randn(&mut rng, n, 1.0);
         let mut dinp = dinp_prefill.clone();
         gelu_backward(&mut dinp, &inp, &dout, n);
-        let want: Vec<f64> = inp
-            .iter()
-            .zip(&dout)
-            .map(|(&x, &g)| gelu_grad_ref(x as f64) * g as f64)
-            .collect();
-        assert_close(
-            &format!("gelu dinp N{n}"),
-            &dinp,
-            &plus(&dinp_prefill, &want),
-            ELEMENTWISE_TOL,
-        );
+        let want: Vec<f64> = inp.iter().zip(&dout).map(|(&x, &g)| gelu_grad_ref(x as f64) * g as f64).collect();
+        assert_close(&format!("gelu dinp N{n}"), &dinp, &plus(&dinp_prefill, &want), ELEMENTWISE_TOL);
     }
 }
 
@@ -865,18 +713,8 @@ fn residual_forward_adds_and_backward_accumulates_into_both_branches() {
         let (mut dinp1, mut dinp2) = (prefill1.clone(), prefill2.clone());
         residual_backward(&mut dinp1, &mut dinp2, &dout, n);
         let dout64 = f64s(&dout);
-        assert_close(
-            &format!("residual dinp1 N{n}"),
-            &dinp1,
-            &plus(&prefill1, &dout64),
-            ONE_ROUNDING,
-        );
-        assert_close(
-            &format!("residual dinp2 N{n}"),
-            &dinp2,
-            &plus(&prefill2, &dout64),
-            ONE_ROUNDING,
-        );
+        assert_close(&format!("residual dinp1 N{n}"), &dinp1, &plus(&prefill1, &dout64), ONE_ROUNDING);
+        assert_close(&format!("residual dinp2 N{n}"), &dinp2, &plus(&prefill2, &dout64), ONE_ROUNDING);
     }
 }
 
@@ -942,12 +780,7 @@ fn fused_classifier_with_dloss_writes_softmax_minus_onehot_and_zeroes_padding() 
         let mut losses = vec![f32::NAN; n];
         fused_classifier(&mut logits, &mut losses, &targets, b, t, v, vp, Some(dloss));
         let (probs, want_losses) = classifier_ref(&logits_in, &targets, v, vp);
-        assert_close(
-            &format!("classifier losses (dloss) {tag}"),
-            &losses,
-            &want_losses,
-            LOSS_TOL,
-        );
+        assert_close(&format!("classifier losses (dloss) {tag}"), &losses, &want_losses, LOSS_TOL);
 
         let mut want_dlogits = vec![0.0; n * vp];
         for (r, p) in probs.iter().enumerate() {
@@ -956,17 +789,9 @@ fn fused_classifier_with_dloss_writes_softmax_minus_onehot_and_zeroes_padding() 
                 want_dlogits[r * vp + i] = (p[i] - onehot) * dloss as f64;
             }
         }
-        assert_close(
-            &format!("classifier dlogits {tag}"),
-            &logits,
-            &want_dlogits,
-            DLOGITS_TOL,
-        );
+        assert_close(&format!("classifier dlogits {tag}"), &logits, &want_dlogits, DLOGITS_TOL);
         for (r, row) in logits.chunks(vp).enumerate() {
-            assert!(
-                row[v..].iter().all(|&x| x == 0.0),
-                "{tag}: padding of row {r} is not exactly 0"
-            );
+            assert!(row[v..].iter().all(|&x| x == 0.0), "{tag}: padding of row {r} is not exactly 0");
         }
     }
 }
@@ -987,11 +812,7 @@ fn fused_classifier_ignores_huge_values_in_padding_columns() {
         let (mut clean_losses, mut huge_losses) = (vec![0.0; n], vec![0.0; n]);
         fused_classifier(&mut clean_logits, &mut clean_losses, &targets, b, t, v, vp, d);
         fused_classifier(&mut huge_logits, &mut huge_losses, &targets, b, t, v, vp, d);
-        assert_bitwise_eq(
-            &format!("losses, padding 1e4 vs 0, dloss {d:?}"),
-            &huge_losses,
-            &clean_losses,
-        );
+        assert_bitwise_eq(&format!("losses, padding 1e4 vs 0, dloss {d:?}"), &huge_losses, &clean_losses);
         assert_close(
             &format!("losses, padding 1e4, dloss {d:?}"),
             &huge_losses,
@@ -1028,15 +849,7 @@ fn adamw_update_matches_pytorch_adamw_in_f64_over_three_steps_with_grad_scale() 
         for i in (50..n).step_by(89) {
             grads[i] *= 1e-8;
         }
-        let hp = AdamWStep {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            grad_scale,
-            step,
-        };
+        let hp = AdamWStep { lr, beta1, beta2, eps, weight_decay, grad_scale, step };
         adamw_update(&mut params, &grads, &mut m, &mut v, &hp);
 
         // PyTorch's AdamW, in f64 from the same f32 hyper-parameters.
@@ -1065,21 +878,12 @@ fn global_norm_squared_matches_f64_sum_and_is_independent_of_thread_count() {
         check_f64(&format!("global norm² N{n}"), &[got], &[want], NORM_TOL);
         for threads in MORE_THREADS {
             let again = on_threads(threads, || global_norm_squared(&grads));
-            assert_eq!(
-                again.to_bits(),
-                got.to_bits(),
-                "global norm² N{n}: {threads} threads vs 1"
-            );
+            assert_eq!(again.to_bits(), got.to_bits(), "global norm² N{n}: {threads} threads vs 1");
         }
     }
     // Squares are taken in f64: 1e20² overflows f32 but not f64.
     let got = global_norm_squared(&[1e20, -1e20, 3.0]);
-    check_f64(
-        "global norm² beyond f32 range",
-        &[got],
-        &[2.0 * (1e20f32 as f64).powi(2) + 9.0],
-        NORM_TOL,
-    );
+    check_f64("global norm² beyond f32 range", &[got], &[2.0 * (1e20f32 as f64).powi(2) + 9.0], NORM_TOL);
 }
 
 #[test]

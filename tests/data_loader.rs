@@ -66,11 +66,7 @@ fn batches_are_consecutive_windows_with_targets_shifted_by_one() {
     let path = shard(dir.path(), "s.bin", &counting(0, 20));
     // B = 2, T = 3: windows of 7 tokens starting at 0, 6, 12.
     let mut loader = DataLoader::open(path.to_str().unwrap(), 2, 3, None).unwrap();
-    let expected = vec![
-        (range(0, 6), range(1, 7)),
-        (range(6, 12), range(7, 13)),
-        (range(12, 18), range(13, 19)),
-    ];
+    let expected = vec![(range(0, 6), range(1, 7)), (range(6, 12), range(7, 13)), (range(12, 18), range(13, 19))];
     assert_eq!(take(&mut loader, 3), expected, "llm.c's unshuffled order");
 }
 
@@ -80,11 +76,7 @@ fn wraps_to_start_when_batch_does_not_fit() {
     // 10 tokens, B*T = 4: windows at 0 and 4; at 8 the window needs tokens up to 12 and does not fit.
     let path = shard(dir.path(), "s.bin", &counting(0, 10));
     let mut loader = DataLoader::open(path.to_str().unwrap(), 1, 4, None).unwrap();
-    assert_eq!(
-        starts(&mut loader, 4),
-        [0, 4, 0, 4],
-        "a single shard wraps to its start"
-    );
+    assert_eq!(starts(&mut loader, 4), [0, 4, 0, 4], "a single shard wraps to its start");
 }
 
 #[test]
@@ -97,11 +89,7 @@ fn glob_visits_shards_in_name_order_then_wraps() {
     let pattern = dir.path().join("train_*.bin");
     let mut loader = DataLoader::open(pattern.to_str().unwrap(), 2, 2, None).unwrap();
     // 9 tokens, B*T = 4: two batches per shard.
-    assert_eq!(
-        starts(&mut loader, 5),
-        [100, 104, 200, 204, 100],
-        "shard 000, then 001, then 000 again"
-    );
+    assert_eq!(starts(&mut loader, 5), [100, 104, 200, 204, 100], "shard 000, then 001, then 000 again");
 }
 
 #[test]
@@ -112,12 +100,7 @@ fn counts_cover_all_shards() {
     let pattern = dir.path().join("a_*.bin");
     let loader = DataLoader::open(pattern.to_str().unwrap(), 1, 4, None).unwrap();
     assert_eq!(
-        (
-            loader.num_tokens(),
-            loader.max_token(),
-            loader.batches_per_epoch(),
-            loader.shard_paths().len()
-        ),
+        (loader.num_tokens(), loader.max_token(), loader.batches_per_epoch(), loader.shard_paths().len()),
         (23, 700, 2 + 3, 2),
         "tokens summed, max over every shard, (ntok - 1) / (B*T) batches per shard"
     );
@@ -126,11 +109,7 @@ fn counts_cover_all_shards() {
 #[test]
 fn in_memory_tokens_load_like_a_shard() {
     let mut loader = DataLoader::from_tokens("builtin", counting(0, 9), 1, 4, None).unwrap();
-    assert_eq!(
-        take(&mut loader, 1),
-        [(range(0, 4), range(1, 5))],
-        "first window of the in-memory shard"
-    );
+    assert_eq!(take(&mut loader, 1), [(range(0, 4), range(1, 5))], "first window of the in-memory shard");
 }
 
 #[test]
@@ -138,10 +117,7 @@ fn batches_reuse_the_same_buffers() {
     let mut loader = DataLoader::from_tokens("builtin", counting(0, 100), 2, 4, None).unwrap();
     let first = loader.next_batch().0.as_ptr();
     let later: Vec<_> = (0..20).map(|_| loader.next_batch().0.as_ptr()).collect();
-    assert!(
-        later.iter().all(|&p| p == first),
-        "next_batch must not allocate a new buffer"
-    );
+    assert!(later.iter().all(|&p| p == first), "next_batch must not allocate a new buffer");
 }
 
 /// Three shards of 8 batch slots each (B*T = 4), token values unique across shards.
@@ -217,11 +193,7 @@ fn restored_state_continues_identically() {
 
     let mut resumed = shuffled_loader(dir.path(), 9);
     resumed.restore(&state).unwrap();
-    assert_eq!(
-        take(&mut resumed, 30),
-        expected,
-        "a restored loader yields the same batches"
-    );
+    assert_eq!(take(&mut resumed, 30), expected, "a restored loader yields the same batches");
 }
 
 #[test]
@@ -246,20 +218,14 @@ fn glob_without_matches_names_the_pattern() {
     let dir = tempfile::tempdir().unwrap();
     let pattern = dir.path().join("nothing_*.bin");
     let pattern = pattern.to_str().unwrap();
-    assert_mentions(
-        &open_error(pattern, 1, 1),
-        &[pattern, "expected at least one", "found none"],
-    );
+    assert_mentions(&open_error(pattern, 1, 1), &[pattern, "expected at least one", "found none"]);
 }
 
 #[test]
 fn missing_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.bin");
-    assert_mentions(
-        &open_error(path.to_str().unwrap(), 1, 1),
-        &["absent.bin", "cannot open"],
-    );
+    assert_mentions(&open_error(path.to_str().unwrap(), 1, 1), &["absent.bin", "cannot open"]);
 }
 
 #[test]
@@ -276,10 +242,7 @@ fn wrong_magic_says_expected_and_found() {
 fn wrong_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = raw_shard(dir.path(), "s.bin", 20240520, 2, 10, 20);
-    assert_mentions(
-        &open_error(path.to_str().unwrap(), 1, 1),
-        &["s.bin", "version", "expected 1", "found 2"],
-    );
+    assert_mentions(&open_error(path.to_str().unwrap(), 1, 1), &["s.bin", "version", "expected 1", "found 2"]);
 }
 
 #[test]
@@ -296,10 +259,7 @@ fn header_claiming_more_tokens_than_the_file_holds_is_refused() {
 fn trailing_bytes_after_the_tokens_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = raw_shard(dir.path(), "s.bin", 20240520, 1, 10, 22);
-    assert_mentions(
-        &open_error(path.to_str().unwrap(), 1, 1),
-        &["s.bin", "expected 1044 bytes", "found 1046 bytes"],
-    );
+    assert_mentions(&open_error(path.to_str().unwrap(), 1, 1), &["s.bin", "expected 1044 bytes", "found 1046 bytes"]);
 }
 
 #[test]
@@ -309,13 +269,7 @@ fn shard_shorter_than_one_batch_says_how_many_tokens_it_needs() {
     // B = 2, T = 4 needs 2 * 4 + 1 = 9 tokens.
     assert_mentions(
         &open_error(path.to_str().unwrap(), 2, 4),
-        &[
-            "small.bin",
-            "expected at least 9",
-            "found 8",
-            "--batch-size",
-            "--seq-len",
-        ],
+        &["small.bin", "expected at least 9", "found 8", "--batch-size", "--seq-len"],
     );
 }
 
@@ -324,12 +278,10 @@ fn zero_batch_size_or_sequence_length_is_refused() {
     let tokens = counting(0, 10);
     let messages: Vec<String> = [(0, 4), (1, 0)]
         .iter()
-        .map(
-            |&(b, t)| match DataLoader::from_tokens("builtin", tokens.clone(), b, t, None) {
-                Ok(_) => panic!("B = {b}, T = {t} should be refused"),
-                Err(e) => e.to_string(),
-            },
-        )
+        .map(|&(b, t)| match DataLoader::from_tokens("builtin", tokens.clone(), b, t, None) {
+            Ok(_) => panic!("B = {b}, T = {t} should be refused"),
+            Err(e) => e.to_string(),
+        })
         .collect();
     assert_mentions(&messages.join("\n"), &["--batch-size", "--seq-len", "must be positive"]);
 }

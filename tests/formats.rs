@@ -8,21 +8,12 @@ use llmrs::GPT2Config;
 
 /// maxT 8, V 10 padded to 16, L 1, NH 2, C 4: a few hundred parameters.
 fn tiny_config() -> GPT2Config {
-    GPT2Config {
-        max_seq_len: 8,
-        vocab_size: 10,
-        padded_vocab_size: 16,
-        num_layers: 1,
-        num_heads: 2,
-        channels: 4,
-    }
+    GPT2Config { max_seq_len: 8, vocab_size: 10, padded_vocab_size: 16, num_layers: 1, num_heads: 2, channels: 4 }
 }
 
 /// Distinct, non-round values, so a misplaced or mis-converted parameter shows.
 fn ramp(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| (i as f32 * 0.731).sin() * 3.0 + 1e-3 * i as f32)
-        .collect()
+    (0..n).map(|i| (i as f32 * 0.731).sin() * 3.0 + 1e-3 * i as f32).collect()
 }
 
 /// An llm.c model header: magic, version, then maxT, V, L, NH, C, Vp.
@@ -72,11 +63,7 @@ fn fp32_model_round_trips_exactly() {
     let params = ramp(config.num_parameters());
     write_model(&path, &config, &params, ModelDtype::F32).unwrap();
     let (read_config, read_params) = read_model(&path).unwrap();
-    assert_eq!(
-        (read_config, read_params),
-        (config, params),
-        "v3 file must read back bit for bit"
-    );
+    assert_eq!((read_config, read_params), (config, params), "v3 file must read back bit for bit");
 }
 
 #[test]
@@ -118,15 +105,8 @@ fn bf16_model_round_trips_within_bf16_rounding() {
     let len = std::fs::metadata(&path).unwrap().len() as usize;
     assert_eq!(len, 1024 + 2 * params.len(), "v5 stores 2 bytes per parameter");
     // bf16 keeps 8 significant bits: round to nearest is off by at most half a unit in the last place, 2^-8.
-    let worst = params
-        .iter()
-        .zip(&read_params)
-        .map(|(&x, &y)| ((x - y) / x).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst <= 1.0 / 256.0,
-        "relative error {worst} exceeds bf16's half ulp 2^-8"
-    );
+    let worst = params.iter().zip(&read_params).map(|(&x, &y)| ((x - y) / x).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1.0 / 256.0, "relative error {worst} exceeds bf16's half ulp 2^-8");
 }
 
 #[test]
@@ -151,11 +131,7 @@ fn bf16_rounds_to_nearest_even() {
     write_model(&path, &config, &params, ModelDtype::Bf16).unwrap();
     let (_, read_params) = read_model(&path).unwrap();
     let expected: Vec<f32> = cases.iter().map(|&(_, e)| e).collect();
-    assert_eq!(
-        &read_params[..cases.len()],
-        &expected[..],
-        "round to nearest, ties to even"
-    );
+    assert_eq!(&read_params[..cases.len()], &expected[..], "round to nearest, ties to even");
 }
 
 #[test]
@@ -165,10 +141,8 @@ fn write_replaces_an_existing_file_and_leaves_no_temporary_behind() {
     let config = tiny_config();
     write_model(&path, &config, &vec![1.0; config.num_parameters()], ModelDtype::F32).unwrap();
     write_model(&path, &config, &vec![2.0; config.num_parameters()], ModelDtype::F32).unwrap();
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     let (_, params) = read_model(&path).unwrap();
     assert_eq!(
         (names, params[0]),
@@ -185,11 +159,7 @@ fn failed_write_leaves_the_previous_file_intact() {
     let params = ramp(config.num_parameters());
     write_model(&path, &config, &params, ModelDtype::F32).unwrap();
     let _ = write_model(&path, &config, &params[1..], ModelDtype::F32);
-    assert_eq!(
-        read_model(&path).unwrap().1,
-        params,
-        "a refused write must not touch the file"
-    );
+    assert_eq!(read_model(&path).unwrap().1, params, "a refused write must not touch the file");
 }
 
 #[test]
@@ -198,13 +168,8 @@ fn write_refuses_a_parameter_count_that_does_not_match_the_config() {
     let path = dir.path().join("model.bin");
     let config = tiny_config();
     let n = config.num_parameters();
-    let err = write_model(&path, &config, &vec![0.0; n - 1], ModelDtype::F32)
-        .unwrap_err()
-        .to_string();
-    assert_mentions(
-        &err,
-        &["model.bin", &format!("expected {n}"), &format!("found {}", n - 1)],
-    );
+    let err = write_model(&path, &config, &vec![0.0; n - 1], ModelDtype::F32).unwrap_err().to_string();
+    assert_mentions(&err, &["model.bin", &format!("expected {n}"), &format!("found {}", n - 1)]);
 }
 
 #[test]
@@ -218,46 +183,24 @@ fn missing_file_is_an_error_naming_it() {
 fn wrong_magic_says_expected_and_found() {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_config();
-    let path = write_raw(
-        dir.path(),
-        "m.bin",
-        header(12345, 3, &config),
-        4 * config.num_parameters(),
-    );
-    assert_mentions(
-        &read_error(&path),
-        &["m.bin", "magic", "expected 20240326", "found 12345"],
-    );
+    let path = write_raw(dir.path(), "m.bin", header(12345, 3, &config), 4 * config.num_parameters());
+    assert_mentions(&read_error(&path), &["m.bin", "magic", "expected 20240326", "found 12345"]);
 }
 
 #[test]
 fn unsupported_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_config();
-    let path = write_raw(
-        dir.path(),
-        "m.bin",
-        header(20240326, 4, &config),
-        4 * config.num_parameters(),
-    );
-    assert_mentions(
-        &read_error(&path),
-        &["m.bin", "version", "3 (fp32) or 5 (bf16)", "found 4"],
-    );
+    let path = write_raw(dir.path(), "m.bin", header(20240326, 4, &config), 4 * config.num_parameters());
+    assert_mentions(&read_error(&path), &["m.bin", "version", "3 (fp32) or 5 (bf16)", "found 4"]);
 }
 
 #[test]
 fn header_with_inconsistent_shape_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let config = GPT2Config {
-        num_heads: 3,
-        ..tiny_config()
-    };
+    let config = GPT2Config { num_heads: 3, ..tiny_config() };
     let path = write_raw(dir.path(), "m.bin", header(20240326, 3, &config), 0);
-    assert_mentions(
-        &read_error(&path),
-        &["m.bin", "channels (4) must be a multiple of num_heads (3)"],
-    );
+    assert_mentions(&read_error(&path), &["m.bin", "channels (4) must be a multiple of num_heads (3)"]);
 }
 
 #[test]
@@ -267,10 +210,7 @@ fn negative_header_field_is_refused() {
     let mut bytes = header(20240326, 3, &config);
     bytes[4 * 6..4 * 7].copy_from_slice(&(-4i32).to_le_bytes()); // C
     let path = write_raw(dir.path(), "m.bin", bytes, 0);
-    assert_mentions(
-        &read_error(&path),
-        &["m.bin", "C (header[6])", "non-negative", "found -4"],
-    );
+    assert_mentions(&read_error(&path), &["m.bin", "C (header[6])", "non-negative", "found -4"]);
 }
 
 #[test]
@@ -300,8 +240,5 @@ fn file_shorter_than_a_header_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.bin");
     std::fs::write(&path, [0u8; 10]).unwrap();
-    assert_mentions(
-        &read_error(&path),
-        &["m.bin", "expected at least 1024 bytes", "found 10 bytes"],
-    );
+    assert_mentions(&read_error(&path), &["m.bin", "expected at least 1024 bytes", "found 10 bytes"]);
 }

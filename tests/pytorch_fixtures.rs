@@ -39,10 +39,7 @@ fn read_debug_state(name: &str, v: usize) -> DebugState {
     let ints: &[i32] = bytemuck::cast_slice(&bytes[..1024]);
     assert_eq!((ints[0], ints[1]), (20240327, 2), "debug state header");
     let (b, t) = (ints[2] as usize, ints[3] as usize);
-    let words: Vec<u32> = bytes[1024..]
-        .chunks_exact(4)
-        .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
-        .collect();
+    let words: Vec<u32> = bytes[1024..].chunks_exact(4).map(|w| u32::from_le_bytes(w.try_into().unwrap())).collect();
     let floats = |range: std::ops::Range<usize>| words[range].iter().map(|&w| f32::from_bits(w)).collect::<Vec<_>>();
     let n = b * t;
     DebugState {
@@ -63,10 +60,7 @@ fn check_step0(name: &str) {
     let mut model = GPT2::new(config, params).unwrap();
     assert_eq!(state.grads.len(), model.num_parameters(), "{name}: gradient count");
 
-    let loss = model
-        .forward(&state.inputs, Some(&state.targets), state.b, state.t)
-        .unwrap()
-        .unwrap();
+    let loss = model.forward(&state.inputs, Some(&state.targets), state.b, state.t).unwrap().unwrap();
     let mut max_logit_err = 0.0f32;
     for (row, expected) in state.logits.chunks_exact(v).enumerate() {
         let got = &model.logits()[row * vp..][..v];
@@ -74,24 +68,12 @@ fn check_step0(name: &str) {
             max_logit_err = max_logit_err.max((g - e).abs());
         }
     }
-    assert!(
-        max_logit_err < LOGITS_TOLERANCE,
-        "{name}: logits differ by {max_logit_err}"
-    );
-    assert!(
-        (loss - state.loss).abs() < 1e-5,
-        "{name}: loss {loss} vs torch {}",
-        state.loss
-    );
+    assert!(max_logit_err < LOGITS_TOLERANCE, "{name}: logits differ by {max_logit_err}");
+    assert!((loss - state.loss).abs() < 1e-5, "{name}: loss {loss} vs torch {}", state.loss);
 
     model.zero_grad();
-    let loss2 = model
-        .forward_backward(&state.inputs, &state.targets, state.b, state.t)
-        .unwrap();
-    assert_eq!(
-        loss, loss2,
-        "{name}: forward_backward computes the same loss as forward"
-    );
+    let loss2 = model.forward_backward(&state.inputs, &state.targets, state.b, state.t).unwrap();
+    assert_eq!(loss, loss2, "{name}: forward_backward computes the same loss as forward");
     let sizes = ParamTensors::sizes(&config);
     let expected = sizes.split(&state.grads).into_vec();
     let got = model.grad_tensors().into_vec();
@@ -99,14 +81,8 @@ fn check_step0(name: &str) {
         let scale = e.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let err = g.iter().zip(e.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         let tensor = ParamTensors::<usize>::NAMES[i];
-        assert!(
-            scale > 0.0,
-            "{name}: torch gradient of {tensor} is all zero, the fixture cannot catch bugs"
-        );
-        assert!(
-            err <= GRAD_RELATIVE_TOLERANCE * scale,
-            "{name}: d{tensor} differs by {err} (largest |grad| {scale})"
-        );
+        assert!(scale > 0.0, "{name}: torch gradient of {tensor} is all zero, the fixture cannot catch bugs");
+        assert!(err <= GRAD_RELATIVE_TOLERANCE * scale, "{name}: d{tensor} differs by {err} (largest |grad| {scale})");
     }
 }
 
@@ -124,11 +100,7 @@ fn check_training(name: &str) {
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{name}_losses.json"))).unwrap()).unwrap();
     let tr = &expected["train"];
-    let num = |key: &str| {
-        tr[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} in {name}_losses.json"))
-    };
+    let num = |key: &str| tr[key].as_f64().unwrap_or_else(|| panic!("{key} in {name}_losses.json"));
     let (b, t) = (num("batch_size") as usize, num("seq_len") as usize);
     let opts = TrainOptions {
         batch_size: b,
@@ -157,30 +129,16 @@ fn check_training(name: &str) {
     let mut val_loader = DataLoader::open(&path("val"), b, t, None).unwrap();
     let mut lrs = Vec::new();
     let mut norms = Vec::new();
-    let summary = train(
-        &mut model,
-        &mut train_loader,
-        Some(&mut val_loader),
-        None,
-        &opts,
-        None,
-        |event| {
-            if let Event::Step(m) = event {
-                lrs.push(m.lr as f64);
-                norms.push(m.grad_norm as f64);
-            }
-        },
-    )
+    let summary = train(&mut model, &mut train_loader, Some(&mut val_loader), None, &opts, None, |event| {
+        if let Event::Step(m) = event {
+            lrs.push(m.lr as f64);
+            norms.push(m.grad_norm as f64);
+        }
+    })
     .unwrap();
 
-    let floats = |key: &str| -> Vec<f64> {
-        expected[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
+    let floats =
+        |key: &str| -> Vec<f64> { expected[key].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
     for (step, (got, want)) in summary.train_losses.iter().zip(floats("train_losses")).enumerate() {
         assert!(
             (*got as f64 - want).abs() < LOSS_TOLERANCE,
@@ -189,16 +147,10 @@ fn check_training(name: &str) {
     }
     assert_eq!(summary.train_losses.len(), opts.steps);
     for (step, (got, want)) in lrs.iter().zip(floats("lrs")).enumerate() {
-        assert!(
-            (got - want).abs() < 1e-9 + 1e-6 * want,
-            "{name}: lr at step {step}: {got} vs {want}"
-        );
+        assert!((got - want).abs() < 1e-9 + 1e-6 * want, "{name}: lr at step {step}: {got} vs {want}");
     }
     for (step, (got, want)) in norms.iter().zip(floats("grad_norms")).enumerate() {
-        assert!(
-            (got - want).abs() < 1e-4 * want,
-            "{name}: grad norm at step {step}: {got} vs torch {want}"
-        );
+        assert!((got - want).abs() < 1e-4 * want, "{name}: grad norm at step {step}: {got} vs torch {want}");
     }
     let want_val: Vec<(usize, f64)> = expected["val_losses"]
         .as_array()
@@ -212,10 +164,7 @@ fn check_training(name: &str) {
         "{name}: evaluation steps"
     );
     for ((step, got), (_, want)) in summary.val_losses.iter().zip(&want_val) {
-        assert!(
-            (*got as f64 - want).abs() < LOSS_TOLERANCE,
-            "{name}: val loss at step {step}: {got} vs torch {want}"
-        );
+        assert!((*got as f64 - want).abs() < LOSS_TOLERANCE, "{name}: val loss at step {step}: {got} vs torch {want}");
     }
 }
 

@@ -92,66 +92,28 @@ struct Args {
     #[arg(short = 'x', long, default_value_t = 200, help_heading = "Optimisation")]
     steps: usize,
     /// Peak learning rate
-    #[arg(
-        short = 'l',
-        long,
-        default_value_t = 1e-3,
-        allow_negative_numbers = true,
-        help_heading = "Optimisation"
-    )]
+    #[arg(short = 'l', long, default_value_t = 1e-3, allow_negative_numbers = true, help_heading = "Optimisation")]
     lr: f32,
     /// Linear warmup steps
     #[arg(short = 'u', long, default_value_t = 10, help_heading = "Optimisation")]
     warmup: usize,
     /// Cosine decay ends at lr * this (1.0 with --warmup 0 = constant lr)
-    #[arg(
-        short = 'q',
-        long,
-        default_value_t = 0.1,
-        allow_negative_numbers = true,
-        help_heading = "Optimisation"
-    )]
+    #[arg(short = 'q', long, default_value_t = 0.1, allow_negative_numbers = true, help_heading = "Optimisation")]
     lr_final_frac: f32,
     /// AdamW beta1
-    #[arg(
-        long,
-        default_value_t = 0.9,
-        allow_negative_numbers = true,
-        help_heading = "Optimisation"
-    )]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true, help_heading = "Optimisation")]
     beta1: f32,
     /// AdamW beta2
-    #[arg(
-        long,
-        default_value_t = 0.95,
-        allow_negative_numbers = true,
-        help_heading = "Optimisation"
-    )]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true, help_heading = "Optimisation")]
     beta2: f32,
     /// AdamW epsilon
-    #[arg(
-        long,
-        default_value_t = 1e-8,
-        allow_negative_numbers = true,
-        help_heading = "Optimisation"
-    )]
+    #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true, help_heading = "Optimisation")]
     eps: f32,
     /// AdamW weight decay (weight matrices only)
-    #[arg(
-        short = 'c',
-        long,
-        default_value_t = 0.0,
-        allow_negative_numbers = true,
-        help_heading = "Optimisation"
-    )]
+    #[arg(short = 'c', long, default_value_t = 0.0, allow_negative_numbers = true, help_heading = "Optimisation")]
     weight_decay: f32,
     /// Clip the global gradient norm to this (0 = off)
-    #[arg(
-        long,
-        default_value_t = 1.0,
-        allow_negative_numbers = true,
-        help_heading = "Optimisation"
-    )]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, help_heading = "Optimisation")]
     grad_clip: f32,
 
     /// Seed for initialisation, shuffling and sampling
@@ -206,27 +168,12 @@ fn check_flags(args: &Args) -> Result<()> {
         }
     };
     in_range("--lr", args.lr, args.lr > 0.0, "a positive number")?;
-    in_range(
-        "--lr-final-frac",
-        args.lr_final_frac,
-        (0.0..=1.0).contains(&args.lr_final_frac),
-        "0..=1",
-    )?;
+    in_range("--lr-final-frac", args.lr_final_frac, (0.0..=1.0).contains(&args.lr_final_frac), "0..=1")?;
     in_range("--beta1", args.beta1, (0.0..1.0).contains(&args.beta1), "0..1")?;
     in_range("--beta2", args.beta2, (0.0..1.0).contains(&args.beta2), "0..1")?;
     in_range("--eps", args.eps, args.eps > 0.0, "a positive number")?;
-    in_range(
-        "--weight-decay",
-        args.weight_decay,
-        args.weight_decay >= 0.0,
-        "a number >= 0",
-    )?;
-    in_range(
-        "--grad-clip",
-        args.grad_clip,
-        args.grad_clip >= 0.0,
-        "a number >= 0 (0 = off)",
-    )?;
+    in_range("--weight-decay", args.weight_decay, args.weight_decay >= 0.0, "a number >= 0")?;
+    in_range("--grad-clip", args.grad_clip, args.grad_clip >= 0.0, "a number >= 0 (0 = off)")?;
     if args.threads == Some(0) {
         return Err(Error::config("--threads", "must be at least 1, found 0"));
     }
@@ -235,15 +182,7 @@ fn check_flags(args: &Args) -> Result<()> {
 
 /// Whether any flag changes the preset's shape.
 fn has_size_flags(args: &Args) -> bool {
-    [
-        args.layers,
-        args.channels,
-        args.heads,
-        args.vocab_size,
-        args.max_seq_len,
-    ]
-    .iter()
-    .any(Option::is_some)
+    [args.layers, args.channels, args.heads, args.vocab_size, args.max_seq_len].iter().any(Option::is_some)
 }
 
 /// Where the model comes from.
@@ -280,18 +219,11 @@ fn resolve_model(args: &Args) -> Result<(GPT2Config, ModelSource<'_>)> {
         let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
         return Err(Error::config(
             "--model",
-            format!(
-                "'{}' is neither a file nor a preset (presets: {})",
-                args.model,
-                names.join(", ")
-            ),
+            format!("'{}' is neither a file nor a preset (presets: {})", args.model, names.join(", ")),
         ));
     }
     if let Some((flag, _)) = overrides.iter().find(|(_, v)| v.is_some()) {
-        return Err(Error::config(
-            *flag,
-            "size flags apply to presets, not to a checkpoint file",
-        ));
+        return Err(Error::config(*flag, "size flags apply to presets, not to a checkpoint file"));
     }
     let (config, _) = read_model_header(path)?;
     Ok((config, ModelSource::Checkpoint(path)))
@@ -332,11 +264,7 @@ fn load_data(args: &Args, shuffle: Option<u64>) -> Result<(DataLoader, Option<Da
     let (b, t) = (args.batch_size, args.seq_len);
     if let Some(pattern) = &args.train_data {
         let train = DataLoader::open(pattern, b, t, shuffle)?;
-        let val = args
-            .val_data
-            .as_deref()
-            .map(|p| DataLoader::open(p, b, t, None))
-            .transpose()?;
+        let val = args.val_data.as_deref().map(|p| DataLoader::open(p, b, t, None)).transpose()?;
         return Ok((train, val));
     }
     if args.val_data.is_some() {
@@ -346,28 +274,12 @@ fn load_data(args: &Args, shuffle: Option<u64>) -> Result<(DataLoader, Option<Da
     let (mut train_docs, mut val_docs) = (Vec::new(), Vec::new());
     for (i, story) in corpus::stories(args.seed, BUILTIN_STORIES).iter().enumerate() {
         let doc = bpe.encode(story)?;
-        if i % BUILTIN_VAL_EVERY == 0 {
-            &mut val_docs
-        } else {
-            &mut train_docs
-        }
-        .push(doc);
+        if i % BUILTIN_VAL_EVERY == 0 { &mut val_docs } else { &mut train_docs }.push(doc);
     }
     let eot = bpe.eot_token();
-    let train = DataLoader::from_tokens(
-        "built-in stories (train)",
-        corpus::join_documents(&train_docs, eot),
-        b,
-        t,
-        shuffle,
-    )?;
-    let val = DataLoader::from_tokens(
-        "built-in stories (val)",
-        corpus::join_documents(&val_docs, eot),
-        b,
-        t,
-        None,
-    )?;
+    let train =
+        DataLoader::from_tokens("built-in stories (train)", corpus::join_documents(&train_docs, eot), b, t, shuffle)?;
+    let val = DataLoader::from_tokens("built-in stories (val)", corpus::join_documents(&val_docs, eot), b, t, None)?;
     Ok((train, Some(val)))
 }
 
@@ -412,10 +324,7 @@ fn run(args: &Args) -> Result<()> {
     if args.seq_len > cfg.max_seq_len {
         return Err(Error::config(
             "--seq-len",
-            format!(
-                "{} is longer than the model's max sequence length {}",
-                args.seq_len, cfg.max_seq_len
-            ),
+            format!("{} is longer than the model's max sequence length {}", args.seq_len, cfg.max_seq_len),
         ));
     }
     // B*T must fit an i32 before the plan multiplies it by the model's sizes.
@@ -453,18 +362,12 @@ fn run(args: &Args) -> Result<()> {
         None => None,
     };
     let mut model = build_model(source, args.seed)?;
-    let val_batches = val_loader
-        .as_ref()
-        .map_or(0, |v| args.val_batches.min(v.batches_per_epoch()));
+    let val_batches = val_loader.as_ref().map_or(0, |v| args.val_batches.min(v.batches_per_epoch()));
 
     say!(
         "model: {}{} | L={} C={} NH={} HS={} maxT={} V={} Vp={} | {:.2}M parameters",
         args.model,
-        if has_size_flags(args) {
-            " (resized by flags)"
-        } else {
-            ""
-        },
+        if has_size_flags(args) { " (resized by flags)" } else { "" },
         cfg.num_layers,
         cfg.channels,
         cfg.num_heads,
@@ -512,12 +415,7 @@ fn run(args: &Args) -> Result<()> {
         lr: args.lr,
         warmup: args.warmup,
         lr_final_frac: args.lr_final_frac,
-        adamw: AdamWConfig {
-            beta1: args.beta1,
-            beta2: args.beta2,
-            eps: args.eps,
-            weight_decay: args.weight_decay,
-        },
+        adamw: AdamWConfig { beta1: args.beta1, beta2: args.beta2, eps: args.eps, weight_decay: args.weight_decay },
         grad_clip: args.grad_clip,
         val_every: if val_loader.is_some() { args.val_every } else { 0 },
         val_batches,
@@ -547,11 +445,7 @@ fn run(args: &Args) -> Result<()> {
             Event::Sample { step, text } => say!("--- sample at step {step} ---\n{}\n---", text.trim_end()),
         },
     )?;
-    say!(
-        "done: {} steps, {:.0} tokens/s on average",
-        steps,
-        summary.tokens_per_sec
-    );
+    say!("done: {} steps, {:.0} tokens/s on average", steps, summary.tokens_per_sec);
     if let Some(dir) = &args.out {
         let path = dir.join("model.bin");
         write_model(&path, &cfg, &model.params, ModelDtype::F32)?;

@@ -28,11 +28,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) {
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
-    out[..b * t * c]
-        .par_chunks_mut(c)
-        .zip(lse[..b * t * nh].par_chunks_mut(nh))
-        .enumerate()
-        .for_each(|(bt, (out_row, lse_row))| {
+    out[..b * t * c].par_chunks_mut(c).zip(lse[..b * t * nh].par_chunks_mut(nh)).enumerate().for_each(
+        |(bt, (out_row, lse_row))| {
             let (bi, ti) = (bt / t, bt % t);
             let row = |pos: usize| &qkv[(bi * t + pos) * 3 * c..][..3 * c];
             SCORES.with_borrow_mut(|scores| {
@@ -63,7 +60,8 @@ pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], b: usize
                     lse_row[h] = max + sum.ln();
                 }
             });
-        });
+        },
+    );
 }
 
 /// dqkv: (B, T, 3C) accumulates; dout, out: (B, T, C); qkv: (B, T, 3C); lse: (B, T, NH).
@@ -81,43 +79,40 @@ pub fn attention_backward(
 ) {
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
-    dqkv[..b * t * 3 * c]
-        .par_chunks_mut(3 * c)
-        .enumerate()
-        .for_each(|(br, drow)| {
-            let (bi, r) = (br / t, br % t);
-            let at = |pos: usize| bi * t + pos;
-            let q = |pos: usize, h: usize| &qkv[at(pos) * 3 * c + h * hs..][..hs];
-            let k = |pos: usize, h: usize| &qkv[at(pos) * 3 * c + c + h * hs..][..hs];
-            let v = |pos: usize, h: usize| &qkv[at(pos) * 3 * c + 2 * c + h * hs..][..hs];
-            let g = |pos: usize, h: usize| &dout[at(pos) * c + h * hs..][..hs];
-            let o = |pos: usize, h: usize| &out[at(pos) * c + h * hs..][..hs];
-            let l = |pos: usize, h: usize| lse[at(pos) * nh + h];
-            let (dq_row, dkv_row) = drow.split_at_mut(c);
-            let (dk_row, dv_row) = dkv_row.split_at_mut(c);
-            for h in 0..nh {
-                // r as the query: gradients flow to q[r] from every key it attended to.
-                let dq = &mut dq_row[h * hs..][..hs];
-                let d_r = dot(g(r, h), o(r, h));
-                for t2 in 0..=r {
-                    let p = (dot(q(r, h), k(t2, h)) * scale - l(r, h)).exp();
-                    let ds = p * (dot(g(r, h), v(t2, h)) - d_r) * scale;
-                    for (d, &kk) in dq.iter_mut().zip(k(t2, h)) {
-                        *d += ds * kk;
-                    }
-                }
-                // r as the key: gradients flow to k[r], v[r] from every later query that attended to it.
-                let dk = &mut dk_row[h * hs..][..hs];
-                let dv = &mut dv_row[h * hs..][..hs];
-                for tq in r..t {
-                    let p = (dot(q(tq, h), k(r, h)) * scale - l(tq, h)).exp();
-                    let d_t = dot(g(tq, h), o(tq, h));
-                    let ds = p * (dot(g(tq, h), v(r, h)) - d_t) * scale;
-                    for ((dk, dv), (&qq, &gg)) in dk.iter_mut().zip(dv.iter_mut()).zip(q(tq, h).iter().zip(g(tq, h))) {
-                        *dk += ds * qq;
-                        *dv += p * gg;
-                    }
+    dqkv[..b * t * 3 * c].par_chunks_mut(3 * c).enumerate().for_each(|(br, drow)| {
+        let (bi, r) = (br / t, br % t);
+        let at = |pos: usize| bi * t + pos;
+        let q = |pos: usize, h: usize| &qkv[at(pos) * 3 * c + h * hs..][..hs];
+        let k = |pos: usize, h: usize| &qkv[at(pos) * 3 * c + c + h * hs..][..hs];
+        let v = |pos: usize, h: usize| &qkv[at(pos) * 3 * c + 2 * c + h * hs..][..hs];
+        let g = |pos: usize, h: usize| &dout[at(pos) * c + h * hs..][..hs];
+        let o = |pos: usize, h: usize| &out[at(pos) * c + h * hs..][..hs];
+        let l = |pos: usize, h: usize| lse[at(pos) * nh + h];
+        let (dq_row, dkv_row) = drow.split_at_mut(c);
+        let (dk_row, dv_row) = dkv_row.split_at_mut(c);
+        for h in 0..nh {
+            // r as the query: gradients flow to q[r] from every key it attended to.
+            let dq = &mut dq_row[h * hs..][..hs];
+            let d_r = dot(g(r, h), o(r, h));
+            for t2 in 0..=r {
+                let p = (dot(q(r, h), k(t2, h)) * scale - l(r, h)).exp();
+                let ds = p * (dot(g(r, h), v(t2, h)) - d_r) * scale;
+                for (d, &kk) in dq.iter_mut().zip(k(t2, h)) {
+                    *d += ds * kk;
                 }
             }
-        });
+            // r as the key: gradients flow to k[r], v[r] from every later query that attended to it.
+            let dk = &mut dk_row[h * hs..][..hs];
+            let dv = &mut dv_row[h * hs..][..hs];
+            for tq in r..t {
+                let p = (dot(q(tq, h), k(r, h)) * scale - l(tq, h)).exp();
+                let d_t = dot(g(tq, h), o(tq, h));
+                let ds = p * (dot(g(tq, h), v(r, h)) - d_t) * scale;
+                for ((dk, dv), (&qq, &gg)) in dk.iter_mut().zip(dv.iter_mut()).zip(q(tq, h).iter().zip(g(tq, h))) {
+                    *dk += ds * qq;
+                    *dv += p * gg;
+                }
+            }
+        }
+    });
 }

@@ -20,11 +20,8 @@ pub fn fused_classifier(
     dloss: Option<f32>,
 ) {
     let n = b * t;
-    logits[..n * vp]
-        .par_chunks_mut(vp)
-        .zip(losses[..n].par_iter_mut())
-        .zip(targets[..n].par_iter())
-        .for_each(|((row, loss), &target)| {
+    logits[..n * vp].par_chunks_mut(vp).zip(losses[..n].par_iter_mut()).zip(targets[..n].par_iter()).for_each(
+        |((row, loss), &target)| {
             let target = target as usize;
             debug_assert!(target < v, "target {target} outside the vocab of {v}");
             let max = row[..v].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
@@ -38,5 +35,6 @@ pub fn fused_classifier(
                 row[target] -= dloss;
                 row[v..].fill(0.0);
             }
-        });
+        },
+    );
 }

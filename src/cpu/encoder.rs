@@ -8,18 +8,14 @@ use rayon::prelude::*;
 /// out: (B, T, C); inp: (B, T) token ids < Vp; wte: (Vp, C); wpe: (maxT, C) with T <= maxT.
 #[allow(clippy::too_many_arguments)]
 pub fn encoder_forward(out: &mut [f32], inp: &[u32], wte: &[f32], wpe: &[f32], b: usize, t: usize, c: usize) {
-    out[..b * t * c]
-        .par_chunks_mut(c)
-        .zip(inp[..b * t].par_iter())
-        .enumerate()
-        .for_each(|(bt, (out_row, &ix))| {
-            let pos = bt % t;
-            let wte_row = &wte[ix as usize * c..][..c];
-            let wpe_row = &wpe[pos * c..][..c];
-            for ((o, &e), &p) in out_row.iter_mut().zip(wte_row).zip(wpe_row) {
-                *o = e + p;
-            }
-        });
+    out[..b * t * c].par_chunks_mut(c).zip(inp[..b * t].par_iter()).enumerate().for_each(|(bt, (out_row, &ix))| {
+        let pos = bt % t;
+        let wte_row = &wte[ix as usize * c..][..c];
+        let wpe_row = &wpe[pos * c..][..c];
+        for ((o, &e), &p) in out_row.iter_mut().zip(wte_row).zip(wpe_row) {
+            *o = e + p;
+        }
+    });
 }
 
 /// dwte: (Vp, C) and dwpe: (maxT, C) accumulate; dout: (B, T, C); inp: (B, T).

@@ -10,15 +10,12 @@ const GELU_CUBIC: f32 = 0.044715;
 
 /// out, inp: (N).
 pub fn gelu_forward(out: &mut [f32], inp: &[f32], n: usize) {
-    out[..n]
-        .par_chunks_mut(ELEMENTWISE_CHUNK)
-        .zip(inp[..n].par_chunks(ELEMENTWISE_CHUNK))
-        .for_each(|(o, x)| {
-            for (o, &x) in o.iter_mut().zip(x) {
-                let cube = GELU_CUBIC * x * x * x;
-                *o = 0.5 * x * (1.0 + (GELU_SCALE * (x + cube)).tanh());
-            }
-        });
+    out[..n].par_chunks_mut(ELEMENTWISE_CHUNK).zip(inp[..n].par_chunks(ELEMENTWISE_CHUNK)).for_each(|(o, x)| {
+        for (o, &x) in o.iter_mut().zip(x) {
+            let cube = GELU_CUBIC * x * x * x;
+            *o = 0.5 * x * (1.0 + (GELU_SCALE * (x + cube)).tanh());
+        }
+    });
 }
 
 /// dinp accumulates; inp, dout: (N).

@@ -13,12 +13,9 @@ const SLICES: usize = 64;
 pub fn global_norm_squared(grads: &[f32]) -> f64 {
     let slice_len = grads.len().div_ceil(SLICES).max(1);
     let mut partials = [0.0f64; SLICES];
-    partials
-        .par_iter_mut()
-        .zip(grads.par_chunks(slice_len))
-        .for_each(|(partial, slice)| {
-            *partial = slice.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>();
-        });
+    partials.par_iter_mut().zip(grads.par_chunks(slice_len)).for_each(|(partial, slice)| {
+        *partial = slice.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>();
+    });
     partials.iter().sum()
 }
 

@@ -85,11 +85,8 @@ pub fn layernorm_backward(
             }
         });
 
-    dweight[..c]
-        .par_chunks_mut(COLUMN_CHUNK)
-        .zip(dbias[..c].par_chunks_mut(COLUMN_CHUNK))
-        .enumerate()
-        .for_each(|(chunk, (dw, db))| {
+    dweight[..c].par_chunks_mut(COLUMN_CHUNK).zip(dbias[..c].par_chunks_mut(COLUMN_CHUNK)).enumerate().for_each(
+        |(chunk, (dw, db))| {
             let c0 = chunk * COLUMN_CHUNK;
             for row in 0..n {
                 let (m, s) = (mean[row], rstd[row]);
@@ -100,5 +97,6 @@ pub fn layernorm_backward(
                     *db += gi;
                 }
             }
-        });
+        },
+    );
 }

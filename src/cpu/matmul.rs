@@ -33,11 +33,7 @@ fn sgemm(
     assert!(last(m, k, lhs_rs, lhs_cs) < lhs.len(), "sgemm: lhs too small");
     assert!(last(k, n, rhs_rs, rhs_cs) < rhs.len(), "sgemm: rhs too small");
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above keep every element the strides reach inside its slice; dst is borrowed mutably
     // and so cannot alias lhs or rhs.
     unsafe {
@@ -80,9 +76,7 @@ pub fn matmul_forward(
     let n = b * t;
     // Start every output row at the bias and let the product accumulate on top: one pass over out, not two.
     if let Some(bias) = bias {
-        out[..n * oc]
-            .par_chunks_mut(oc)
-            .for_each(|row| row.copy_from_slice(&bias[..oc]));
+        out[..n * oc].par_chunks_mut(oc).for_each(|row| row.copy_from_slice(&bias[..oc]));
     }
     // out (n, oc) = inp (n, c) · weightᵀ (c, oc); weightᵀ[k][j] = weight[j * c + k].
     sgemm(n, oc, c, out, oc, 1, inp, c, 1, weight, 1, c, bias.is_some());
@@ -110,16 +104,13 @@ pub fn matmul_backward(
     if let Some(dbias) = dbias {
         // Column sums, parallel over column chunks so every task owns its slice of dbias.
         const COLUMN_CHUNK: usize = 64;
-        dbias[..oc]
-            .par_chunks_mut(COLUMN_CHUNK)
-            .enumerate()
-            .for_each(|(chunk, db)| {
-                let j0 = chunk * COLUMN_CHUNK;
-                for row in dout[..n * oc].chunks_exact(oc) {
-                    for (d, &g) in db.iter_mut().zip(&row[j0..]) {
-                        *d += g;
-                    }
+        dbias[..oc].par_chunks_mut(COLUMN_CHUNK).enumerate().for_each(|(chunk, db)| {
+            let j0 = chunk * COLUMN_CHUNK;
+            for row in dout[..n * oc].chunks_exact(oc) {
+                for (d, &g) in db.iter_mut().zip(&row[j0..]) {
+                    *d += g;
                 }
-            });
+            }
+        });
     }
 }
