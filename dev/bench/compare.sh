@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Times one GPT-2 training step of llmrs (target/release/train_gpt2) against PyTorch eager (pytorch_step.py) on
+# the CPU, fp32, same config and thread count, in alternating rounds: shared machines drift 2-7x between quiet and
+# busy minutes, so only ratios taken within a round, side by side, mean anything. Odd rounds run llmrs first,
+# even rounds PyTorch first, so a steady drift does not favour either.
+#
+# Each run takes WARMUP untimed steps (allocations, AdamW state) and then STEPS timed ones; a run's number is the
+# median of its timed steps. The table gives, per config, the median over rounds of ms/step and of the per-round
+# ratio llmrs/pytorch (< 1: llmrs is faster), and tokens/s and GFLOP/s derived from the median ms/step (GFLOP
+# per step is llmrs's flops_per_token(T) * B * T, which pytorch_step.py computes the same way). The "best"
+# columns are the fastest single step of all rounds: on a busy machine, the closest thing to a quiet-machine time.
+#
+# Usage: bash dev/bench/compare.sh [--rounds 3] [--configs "d4 d12"] [-b 4] [-t 64] [--threads 2]
+#                                  [--warmup 2] [--steps 8]
+# Environment: PYTHON (default /work/.venv-torch/bin/python, needs torch and transformers).
+set -euo pipefail
+
+ROUNDS=3
+CONFIGS="d4 d12"
+B=4
+T=64
+THREADS=2
+WARMUP=2
+STEPS=8
+PYTHON=${PYTHON:-/work/.venv-torch/bin/python}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --configs) CONFIGS=$2; shift 2 ;;
+        -b) B=$2; shift 2 ;;
+        -t) T=$2; shift 2 ;;
+        --threads) THREADS=$2; shift 2 ;;
+        --warmup) WARMUP=$2; shift 2 ;;
+        --steps) STEPS=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+cd "$(dirname "$0")/../.."
+HERE=dev/bench
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+RESULTS=$WORK/results.jsonl
+
+echo "== building the release trainer"
+cargo build --release --bin train_gpt2 2>&1 | tail -1
+echo "== $(date -u '+%Y-%m-%d %H:%M UTC') | $(nproc) cores | $(lscpu | sed -n 's/^Model name: *//p')"
+echo "== B=$B T=$T threads=$THREADS | $WARMUP warm-up + $STEPS timed steps per run | $ROUNDS rounds"
+
+# llmrs: the trainer on its built-in data (no validation, no samples, constant lr, weight decay 0.1 as pytorch),
+# per-step ms from metrics.jsonl. Appends one JSON line to $RESULTS.
+run_llmrs() {
+    local config=$1 round=$2 out=$WORK/llmrs_${config}_$round
+    target/release/train_gpt2 -e "$config" -b "$B" -t "$T" -x $((WARMUP + STEPS)) -u 0 -c 0.1 -v 0 -s 0 \
+        --threads "$THREADS" --out "$out" >"$out.log"
+    "$PYTHON" - "$out" "$config" "$round" "$WARMUP" "$B" "$T" >>"$RESULTS" <<'PY'
+import json, re, statistics, sys
+out, config, round_, warmup, b, t = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+steps = [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
+ms = [s["ms"] for s in steps if "ms" in s][warmup:]
+gflop = float(re.search(r"([0-9.]+) GFLOP per step", open(f"{out}.log").read()).group(1))
+print(json.dumps({"framework": "llmrs", "config": config, "round": round_, "median_ms": statistics.median(ms),
+                  "min_ms": min(ms), "tokens": b * t, "gflop_per_step": gflop}))
+PY
+    rm -rf "$out"  # model.bin: 0.5 GB for d12
+}
+
+run_pytorch() {
+    local config=$1 round=$2 log=$WORK/pytorch_${config}_$round.log
+    "$PYTHON" "$HERE/pytorch_step.py" --preset "$config" -b "$B" -t "$T" --threads "$THREADS" \
+        --warmup "$WARMUP" --steps "$STEPS" >"$log"
+    tail -1 "$log" | "$PYTHON" -c "
+import json, sys
+r = json.load(sys.stdin)
+print(json.dumps({'framework': 'pytorch', 'config': r['config'], 'round': $round, 'median_ms': r['median_ms'],
+                  'min_ms': r['min_ms'], 'tokens': r['B'] * r['T'], 'gflop_per_step': r['gflop_per_step']}))
+" >>"$RESULTS"
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    for config in $CONFIGS; do
+        echo "-- round $round/$ROUNDS $config | load: $(cut -d' ' -f1-3 /proc/loadavg)"
+        if (( round % 2 == 1 )); then
+            run_llmrs "$config" "$round"; run_pytorch "$config" "$round"
+        else
+            run_pytorch "$config" "$round"; run_llmrs "$config" "$round"
+        fi
+        tail -2 "$RESULTS" | "$PYTHON" -c "
+import json, sys
+r = {x['framework']: x for x in map(json.loads, sys.stdin)}
+print(f\"   llmrs {r['llmrs']['median_ms']:9.1f} ms | pytorch {r['pytorch']['median_ms']:9.1f} ms | \"
+      f\"ratio {r['llmrs']['median_ms'] / r['pytorch']['median_ms']:.2f}\")"
+    done
+done
+
+echo
+"$PYTHON" - "$RESULTS" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+configs = list(dict.fromkeys(r["config"] for r in rows))
+header = (f"{'config':<7} {'rounds':>6} {'llmrs ms':>9} {'pytorch ms':>10} {'ratio':>6} {'llmrs tok/s':>11} "
+          f"{'pt tok/s':>8} {'llmrs GFLOP/s':>13} {'pt GFLOP/s':>10} | {'best llmrs ms':>13} {'best pt ms':>10} "
+          f"{'ratio':>6}")
+print(header)
+print("-" * len(header))
+for config in configs:
+    by = {fw: {r["round"]: r for r in rows if r["config"] == config and r["framework"] == fw}
+          for fw in ("llmrs", "pytorch")}
+    rounds = sorted(set(by["llmrs"]) & set(by["pytorch"]))
+    ratio = statistics.median(by["llmrs"][i]["median_ms"] / by["pytorch"][i]["median_ms"] for i in rounds)
+    cols = []
+    for fw in ("llmrs", "pytorch"):
+        ms = statistics.median(by[fw][i]["median_ms"] for i in rounds)
+        best = min(by[fw][i]["min_ms"] for i in rounds)
+        first = by[fw][rounds[0]]
+        cols.append((ms, first["tokens"] / ms * 1e3, first["gflop_per_step"] / ms * 1e3, best))
+    (lm, lt, lg, lb), (pm, pt, pg, pb) = cols
+    print(f"{config:<7} {len(rounds):>6} {lm:>9.1f} {pm:>10.1f} {ratio:>6.2f} {lt:>11.0f} {pt:>8.0f} "
+          f"{lg:>13.1f} {pg:>10.1f} | {lb:>13.1f} {pb:>10.1f} {lb / pb:>6.2f}")
+print("ms: median over rounds of each run's median step; ratio: median over rounds of llmrs ms / pytorch ms in")
+print("the same round (< 1: llmrs is faster); best: the fastest single step of all rounds.")
+PY
