@@ -12,7 +12,7 @@
 #
 # Usage: bash dev/bench/compare.sh [--rounds 3] [--configs "d4 d12"] [-b 4] [-t 64] [--threads 2]
 #                                  [--warmup 2] [--steps 8]
-# Environment: PYTHON (default /work/.venv-torch/bin/python, needs torch and transformers).
+# Environment: PYTHON (default python3; it needs torch and transformers, e.g. a venv's bin/python).
 set -euo pipefail
 
 ROUNDS=3
@@ -22,7 +22,7 @@ T=64
 THREADS=2
 WARMUP=2
 STEPS=8
-PYTHON=${PYTHON:-/work/.venv-torch/bin/python}
+PYTHON=${PYTHON:-python3}
 
 while [[ $# -gt 0 ]]; do
     case "$1" in

@@ -10,7 +10,7 @@ Prints one line per timed step, then one JSON line:
 gflop_per_step uses llmrs's formula (config.rs flops_per_token): 6 per parameter, counted as llm.c does with the
 token table padded to Vp = 50304 rows, plus 6 * L * C * T for attention, times B * T tokens.
 
-Usage: /work/.venv-torch/bin/python dev/bench/pytorch_step.py --preset d12 -b 4 -t 64 --warmup 2 --steps 8
+Usage: python dev/bench/pytorch_step.py --preset d12 -b 4 -t 64 --warmup 2 --steps 8
 """
 
 import argparse
