@@ -3,7 +3,7 @@
 
 Run (from the repository root):
 
-    python tools/make_fixtures.py  # with torch and transformers installed [--out tests/fixtures]
+    python tools/make_fixtures.py [--out tests/fixtures]    (a python with torch and transformers)
 
 For each fixture NAME in FIXTURES below it writes, into --out:
 
