@@ -23,6 +23,14 @@ pub enum Error {
     #[error("not enough memory: {0}")]
     OutOfMemory(String),
 
+    /// The CUDA driver refused something: no driver, no GPU, a module that does not load.
+    #[error("CUDA: {0}")]
+    Cuda(String),
+
+    /// A kernel launch failed on the device or in the emulator (which names block, thread and source line).
+    #[error("kernel {kernel} failed: {message}")]
+    Kernel { kernel: String, message: String },
+
     /// A flag or configuration value is out of range or inconsistent with another.
     #[error("invalid {name}: {message}")]
     Config { name: String, message: String },

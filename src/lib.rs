@@ -10,6 +10,7 @@ pub mod corpus;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod gpu;
 pub mod layout;
 pub mod model;
 pub mod rng;

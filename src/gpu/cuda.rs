@@ -1,0 +1,138 @@
+//! The CUDA driver: a real NVIDIA GPU through cudarc's thin `result` layer over the driver API (libcuda is
+//! loaded at run time, so the crate builds and runs on machines without it and says so instead of panicking).
+//! Kernels come from the fat binaries build.rs embedded (cubin per target arch plus PTX for newer GPUs).
+
+use super::driver::{Arg, DevicePtr, Dim3, Driver};
+use super::kernels::{FATBINS, KERNELS};
+use crate::error::{Error, Result};
+use cudarc::driver::{result, sys, DriverError};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+
+fn cuda_error(what: &str, e: DriverError) -> Error {
+    Error::Cuda(format!("{what}: {e:?}"))
+}
+
+/// One GPU: its primary context, the loaded kernel modules, and functions looked up so far.
+pub struct CudaDriver {
+    name: String,
+    /// Module of each kernel file, by file stem.
+    modules: HashMap<&'static str, sys::CUmodule>,
+    functions: RefCell<HashMap<String, sys::CUfunction>>,
+}
+
+impl CudaDriver {
+    /// Opens GPU `ordinal` and loads every kernel file.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        // SAFETY: only probes for libcuda; every later cudarc call would panic if it were missing.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(Error::Cuda("no CUDA driver (libcuda.so) on this machine; use --device cpu".to_string()));
+        }
+        result::init().map_err(|e| cuda_error("cuInit", e))?;
+        let count = result::device::get_count().map_err(|e| cuda_error("cuDeviceGetCount", e))?;
+        if ordinal as i32 >= count {
+            return Err(Error::Cuda(format!("GPU {ordinal} requested, {count} present")));
+        }
+        let device = result::device::get(ordinal as i32).map_err(|e| cuda_error("cuDeviceGet", e))?;
+        // SAFETY: device is a valid handle from cuDeviceGet; the primary context lives as long as the process.
+        let ctx = unsafe { result::primary_ctx::retain(device) }.map_err(|e| cuda_error("cuDevicePrimaryCtxRetain", e))?;
+        // SAFETY: ctx was just retained.
+        unsafe { result::ctx::set_current(ctx) }.map_err(|e| cuda_error("cuCtxSetCurrent", e))?;
+        let gpu = result::device::get_name(device).map_err(|e| cuda_error("cuDeviceGetName", e))?;
+        let attribute = |a| {
+            // SAFETY: device is valid and a is a compute-capability attribute.
+            unsafe { result::device::get_attribute(device, a) }.map_err(|e| cuda_error("cuDeviceGetAttribute", e))
+        };
+        let major = attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let minor = attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        let mut modules = HashMap::new();
+        for &(stem, fatbin) in FATBINS {
+            // cuModuleLoadData wants the image 8-byte aligned; include_bytes! promises 1.
+            let mut image = vec![0u64; fatbin.len().div_ceil(8)];
+            bytemuck::cast_slice_mut::<u64, u8>(&mut image)[..fatbin.len()].copy_from_slice(fatbin);
+            // SAFETY: image is a complete fat binary from nvcc, aligned, alive for the call.
+            let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }.map_err(|e| {
+                cuda_error(&format!("loading kernels/{stem}.cu (built for other GPUs? set CUDA_COMPUTE_CAP)"), e)
+            })?;
+            modules.insert(stem, module);
+        }
+        Ok(CudaDriver { name: format!("cuda ({gpu}, sm_{major}{minor})"), modules, functions: RefCell::new(HashMap::new()) })
+    }
+
+    fn function(&self, name: &str) -> Result<sys::CUfunction> {
+        if let Some(&f) = self.functions.borrow().get(name) {
+            return Ok(f);
+        }
+        let stem = KERNELS
+            .iter()
+            .find(|k| k.0 == name)
+            .map(|k| k.1)
+            .ok_or_else(|| Error::Cuda(format!("no kernel named {name} in kernels/")))?;
+        let c_name = CString::new(name).map_err(|_| Error::Cuda(format!("bad kernel name {name:?}")))?;
+        // SAFETY: the module was loaded in new() and is never unloaded while the driver lives.
+        let f = unsafe { result::module::get_function(self.modules[stem], c_name) }
+            .map_err(|e| cuda_error(&format!("cuModuleGetFunction({name})"), e))?;
+        self.functions.borrow_mut().insert(name.to_string(), f);
+        Ok(f)
+    }
+}
+
+impl Driver for CudaDriver {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
+        // SAFETY: plain allocation in the current context.
+        unsafe { result::malloc_sync(bytes.max(1)) }.map_err(|e| match e.0 {
+            sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
+                Error::OutOfMemory(format!("the GPU could not allocate {bytes} bytes"))
+            }
+            _ => cuda_error("cuMemAlloc", e),
+        })
+    }
+
+    fn free(&self, ptr: DevicePtr) {
+        // SAFETY: ptr came from alloc and DeviceBuffer frees it once. A failure here (a context already torn
+        // down at exit) leaves nothing to recover.
+        let _ = unsafe { result::free_sync(ptr) };
+    }
+
+    fn copy_to_device(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
+        // SAFETY: dst is a device allocation at least src.len() bytes long (DeviceBuffer checks view bounds).
+        unsafe { result::memcpy_htod_sync(dst, src) }.map_err(|e| cuda_error("cuMemcpyHtoD", e))
+    }
+
+    fn copy_to_host(&self, dst: &mut [u8], src: DevicePtr) -> Result<()> {
+        // SAFETY: src is a device allocation at least dst.len() bytes long.
+        unsafe { result::memcpy_dtoh_sync(dst, src) }.map_err(|e| cuda_error("cuMemcpyDtoH", e))
+    }
+
+    fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
+        // SAFETY: dst is a device allocation at least `bytes` long.
+        unsafe { result::memset_d8_sync(dst, 0, bytes) }.map_err(|e| cuda_error("cuMemsetD8", e))
+    }
+
+    fn launch(&self, name: &str, grid: Dim3, block: Dim3, shared_bytes: u32, args: &[Arg]) -> Result<()> {
+        let f = self.function(name)?;
+        // One 8-byte slot per argument; i32 and f32 sit in the low bytes, as the kernel's parameters read them.
+        let mut values: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                Arg::Ptr(p) => p,
+                Arg::I32(v) => v as u32 as u64,
+                Arg::F32(v) => v.to_bits() as u64,
+            })
+            .collect();
+        let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        // SAFETY: f is a kernel of the loaded modules; params holds one pointer per kernel parameter, each alive
+        // for the call (cuLaunchKernel copies the values); device pointers come from live allocations.
+        unsafe { result::launch_kernel(f, grid, block, shared_bytes, std::ptr::null_mut(), &mut params) }
+            .map_err(|e| Error::Kernel { kernel: name.to_string(), message: format!("{e:?}") })
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        result::ctx::synchronize().map_err(|e| cuda_error("kernel execution (cuCtxSynchronize)", e))
+    }
+}
