@@ -45,7 +45,8 @@ fn scan_kernel_files(dir: &Path) -> Vec<KernelFile> {
     paths
         .into_iter()
         .map(|path| {
-            let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            let source =
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
             KernelFile {
                 stem: path.file_stem().unwrap().to_string_lossy().into_owned(),
                 kernels: entry_points(&source),
@@ -104,7 +105,10 @@ mod emu {
         for file in files {
             // One translation unit per kernel file, as nvcc compiles them, so file-local helpers cannot clash.
             let unit = out_dir.join(format!("emu_{}.cpp", file.stem));
-            let mut source = format!("#include \"cuda_emu.h\"\n#include \"{}\"\n#include <cstring>\n", file.path.display());
+            let mut source = format!(
+                "#include \"cuda_emu.h\"\n#include \"{}\"\n#include <cstring>\n",
+                root.join(&file.path).display()
+            );
             let _ = writeln!(
                 source,
                 "extern \"C\" int llmrs_emu_launch_{}(const char* name, dim3 grid, dim3 block, size_t smem, \
@@ -186,9 +190,7 @@ mod cuda {
         let parse = |list: &str| -> Vec<u32> {
             list.split([',', ' ', '\n'])
                 .filter(|s| !s.trim().is_empty())
-                .map(|s| {
-                    s.trim().replace('.', "").parse().unwrap_or_else(|_| panic!("bad compute capability {s:?}"))
-                })
+                .map(|s| s.trim().replace('.', "").parse().unwrap_or_else(|_| panic!("bad compute capability {s:?}")))
                 .collect()
         };
         if let Ok(list) = std::env::var("CUDA_COMPUTE_CAP") {
@@ -216,8 +218,11 @@ mod cuda {
         let archs = target_archs();
         let newest = *archs.iter().max().expect("at least one arch");
         let mut report = String::new();
-        let mut table = String::from("/// (kernel file, fat binary) for every kernels/*.cu.\npub const FATBINS: &[(&str, &[u8])] = &[\n");
-        let mut names = String::from("/// (kernel, kernel file) for every entry point.\npub const KERNELS: &[(&str, &str)] = &[\n");
+        let mut table = String::from(
+            "/// (kernel file, fat binary) for every kernels/*.cu.\npub const FATBINS: &[(&str, &[u8])] = &[\n",
+        );
+        let mut names =
+            String::from("/// (kernel, kernel file) for every entry point.\npub const KERNELS: &[(&str, &str)] = &[\n");
         for file in files {
             let out = out_dir.join(format!("{}.fatbin", file.stem));
             let mut cmd = Command::new(&nvcc);

@@ -36,7 +36,8 @@ impl CudaDriver {
         }
         let device = result::device::get(ordinal as i32).map_err(|e| cuda_error("cuDeviceGet", e))?;
         // SAFETY: device is a valid handle from cuDeviceGet; the primary context lives as long as the process.
-        let ctx = unsafe { result::primary_ctx::retain(device) }.map_err(|e| cuda_error("cuDevicePrimaryCtxRetain", e))?;
+        let ctx =
+            unsafe { result::primary_ctx::retain(device) }.map_err(|e| cuda_error("cuDevicePrimaryCtxRetain", e))?;
         // SAFETY: ctx was just retained.
         unsafe { result::ctx::set_current(ctx) }.map_err(|e| cuda_error("cuCtxSetCurrent", e))?;
         let gpu = result::device::get_name(device).map_err(|e| cuda_error("cuDeviceGetName", e))?;
@@ -57,7 +58,11 @@ impl CudaDriver {
             })?;
             modules.insert(stem, module);
         }
-        Ok(CudaDriver { name: format!("cuda ({gpu}, sm_{major}{minor})"), modules, functions: RefCell::new(HashMap::new()) })
+        Ok(CudaDriver {
+            name: format!("cuda ({gpu}, sm_{major}{minor})"),
+            modules,
+            functions: RefCell::new(HashMap::new()),
+        })
     }
 
     fn function(&self, name: &str) -> Result<sys::CUfunction> {

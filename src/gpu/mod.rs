@@ -3,11 +3,27 @@
 //! on the CPU) and, next, the CUDA driver (feature `cuda`). Launchers mirror src/cpu function for function, same
 //! names, same argument order, so a test can run both on the same inputs and compare every element.
 
+pub mod adamw;
+pub mod attention;
+pub mod classifier;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod driver;
 #[cfg(feature = "emu")]
 pub mod emu;
+pub mod encoder;
+pub mod gelu;
+pub mod global_norm;
+pub mod layernorm;
+pub mod matmul;
+pub mod residual;
+
+/// Threads per block for every launch: 8 warps, a common choice that keeps occupancy high for simple kernels.
+pub const BLOCK_SIZE: u32 = 256;
+/// BLOCK_SIZE as a count of items.
+pub(crate) const BLOCK: usize = BLOCK_SIZE as usize;
+/// Threads in a warp; kernels that map one row to one warp need rows * WARP threads.
+pub(crate) const WARP: usize = 32;
 
 /// Fat binaries built by build.rs (feature `cuda`): (kernel file, fatbin) and (kernel, kernel file).
 #[cfg(feature = "cuda")]

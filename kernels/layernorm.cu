@@ -1,0 +1,101 @@
+// LayerNorm over the channels of each (b, t) row (mirrors src/cpu/layernorm.rs):
+//   out = (x - mean) * rstd * weight + bias,  rstd = 1 / sqrt(var + 1e-5) (biased variance, two passes over x).
+// Backward, per row, with norm = (x - mean) * rstd and dnorm = weight * dout:
+//   dinp += rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
+//   dweight += sum over rows of norm * dout;  dbias += sum over rows of dout
+//
+// Thread mapping. forward and backward_dinp: one warp per row; lanes stride over the C channels and the row
+// statistics come from warp reductions. backward_dparams: one thread per channel, walking the B*T rows in order,
+// so every float of dweight and dbias has one owner (deterministic, no atomics).
+// Floats moved per call (N = B*T rows; x is read three times, but a warp's row stays in cache after the first):
+// forward reads x and writes out, 2 N*C (+ 2C parameters, 2N statistics); backward_dinp reads dout and x and
+// reads and writes dinp, 4 N*C; backward_dparams reads x and dout, 2 N*C (+ 2N statistics, 4C parameters).
+#include "common.cuh"
+
+// PyTorch's and GPT-2's LayerNorm epsilon.
+#define LAYERNORM_EPS 1e-5f
+
+// out: (B, T, C); mean, rstd: (B, T); inp: (B, T, C); weight, bias: (C).
+// grid: CEIL_DIV(B*T, block / 32), block: a multiple of 32 (256).
+extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rstd, const float* __restrict__ inp,
+                                             const float* __restrict__ weight, const float* __restrict__ bias, int B,
+                                             int T, int C) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int row = (blockIdx.x * blockDim.x + threadIdx.x) / WARP_SIZE;
+    if (row >= B * T) {
+        return;  // the whole warp: row is the same for its 32 lanes
+    }
+    const float* x = inp + (size_t)row * C;
+    float sum = 0.0f;
+    for (int i = lane; i < C; i += WARP_SIZE) {
+        sum += x[i];
+    }
+    const float m = warp_reduce_sum(sum) / C;
+    float sum_sq = 0.0f;
+    for (int i = lane; i < C; i += WARP_SIZE) {
+        const float d = x[i] - m;
+        sum_sq += d * d;
+    }
+    const float s = 1.0f / sqrtf(warp_reduce_sum(sum_sq) / C + LAYERNORM_EPS);
+    float* o = out + (size_t)row * C;
+    for (int i = lane; i < C; i += WARP_SIZE) {
+        o[i] = (x[i] - m) * s * weight[i] + bias[i];
+    }
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = s;
+    }
+}
+
+// dinp: (B, T, C) accumulates; dout, inp: (B, T, C); weight: (C); mean, rstd: (B, T).
+// grid: CEIL_DIV(B*T, block / 32), block: a multiple of 32 (256).
+extern "C" __global__ void layernorm_backward_dinp(float* dinp, const float* __restrict__ dout,
+                                                   const float* __restrict__ inp, const float* __restrict__ weight,
+                                                   const float* __restrict__ mean, const float* __restrict__ rstd,
+                                                   int B, int T, int C) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int row = (blockIdx.x * blockDim.x + threadIdx.x) / WARP_SIZE;
+    if (row >= B * T) {
+        return;  // the whole warp
+    }
+    const float* x = inp + (size_t)row * C;
+    const float* g = dout + (size_t)row * C;
+    const float m = mean[row];
+    const float s = rstd[row];
+    float dnorm_sum = 0.0f;
+    float dnorm_norm_sum = 0.0f;
+    for (int i = lane; i < C; i += WARP_SIZE) {
+        const float norm = (x[i] - m) * s;
+        const float dnorm = weight[i] * g[i];
+        dnorm_sum += dnorm;
+        dnorm_norm_sum += dnorm * norm;
+    }
+    const float dnorm_mean = warp_reduce_sum(dnorm_sum) / C;
+    const float dnorm_norm_mean = warp_reduce_sum(dnorm_norm_sum) / C;
+    float* d = dinp + (size_t)row * C;
+    for (int i = lane; i < C; i += WARP_SIZE) {
+        const float norm = (x[i] - m) * s;
+        const float dnorm = weight[i] * g[i];
+        d[i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+    }
+}
+
+// dweight, dbias: (C) accumulate; dout, inp: (B, T, C); mean, rstd: (B, T).
+// grid: CEIL_DIV(C, block), block: any (256). Thread c owns dweight[c] and dbias[c].
+extern "C" __global__ void layernorm_backward_dparams(float* dweight, float* dbias, const float* __restrict__ dout,
+                                                      const float* __restrict__ inp, const float* __restrict__ mean,
+                                                      const float* __restrict__ rstd, int B, int T, int C) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) {
+        return;
+    }
+    float dw = dweight[c];
+    float db = dbias[c];
+    for (int row = 0; row < B * T; row++) {
+        const float g = dout[(size_t)row * C + c];
+        dw += (inp[(size_t)row * C + c] - mean[row]) * rstd[row] * g;
+        db += g;
+    }
+    dweight[c] = dw;
+    dbias[c] = db;
+}

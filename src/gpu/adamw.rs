@@ -1,0 +1,37 @@
+//! Launchers for kernels/adamw.cu (mirrors src/cpu/adamw.rs). One thread per parameter.
+
+use super::driver::{Arg, DeviceSlice, Driver};
+use super::{blocks_for, BLOCK, BLOCK_SIZE};
+use crate::cpu::adamw::AdamWStep;
+use crate::error::Result;
+
+/// params, m, v updated in place; grads read. All (N). The bias corrections are computed here in f64, as the CPU
+/// reference does, and passed as floats.
+pub fn adamw_update(
+    driver: &dyn Driver,
+    params: DeviceSlice,
+    grads: DeviceSlice,
+    m: DeviceSlice,
+    v: DeviceSlice,
+    hp: &AdamWStep,
+) -> Result<()> {
+    let n = params.len;
+    let bias_correction1 = (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
+    let bias_correction2 = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)) as f32;
+    let args = [
+        params.arg(),
+        grads.arg(),
+        m.arg(),
+        v.arg(),
+        Arg::I32(n as i32),
+        Arg::F32(hp.lr),
+        Arg::F32(hp.beta1),
+        Arg::F32(hp.beta2),
+        Arg::F32(hp.eps),
+        Arg::F32(hp.weight_decay),
+        Arg::F32(hp.grad_scale),
+        Arg::F32(bias_correction1),
+        Arg::F32(bias_correction2),
+    ];
+    driver.launch("adamw_update", (blocks_for(n, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+}

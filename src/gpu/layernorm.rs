@@ -1,0 +1,60 @@
+//! Launchers for kernels/layernorm.cu (mirrors src/cpu/layernorm.rs): one warp per (b, t) row for the forward
+//! pass and for dinp, one thread per channel for dweight and dbias.
+
+use super::driver::{Arg, DeviceSlice, Driver};
+use super::{blocks_for, BLOCK, BLOCK_SIZE, WARP};
+use crate::error::Result;
+
+/// out: (B, T, C); mean, rstd: (B, T); inp: (B, T, C); weight, bias: (C).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_forward(
+    driver: &dyn Driver,
+    out: DeviceSlice,
+    mean: DeviceSlice,
+    rstd: DeviceSlice,
+    inp: DeviceSlice,
+    weight: DeviceSlice,
+    bias: DeviceSlice,
+    b: usize,
+    t: usize,
+    c: usize,
+) -> Result<()> {
+    let args = [
+        out.arg(),
+        mean.arg(),
+        rstd.arg(),
+        inp.arg(),
+        weight.arg(),
+        bias.arg(),
+        Arg::I32(b as i32),
+        Arg::I32(t as i32),
+        Arg::I32(c as i32),
+    ];
+    driver.launch("layernorm_forward", (blocks_for(b * t * WARP, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+}
+
+/// dinp: (B, T, C), dweight, dbias: (C) accumulate; dout, inp: (B, T, C); weight: (C); mean, rstd: (B, T).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_backward(
+    driver: &dyn Driver,
+    dinp: DeviceSlice,
+    dweight: DeviceSlice,
+    dbias: DeviceSlice,
+    dout: DeviceSlice,
+    inp: DeviceSlice,
+    weight: DeviceSlice,
+    mean: DeviceSlice,
+    rstd: DeviceSlice,
+    b: usize,
+    t: usize,
+    c: usize,
+) -> Result<()> {
+    let sizes = [Arg::I32(b as i32), Arg::I32(t as i32), Arg::I32(c as i32)];
+    let dinp_args =
+        [dinp.arg(), dout.arg(), inp.arg(), weight.arg(), mean.arg(), rstd.arg(), sizes[0], sizes[1], sizes[2]];
+    let grid = (blocks_for(b * t * WARP, BLOCK), 1, 1);
+    driver.launch("layernorm_backward_dinp", grid, (BLOCK_SIZE, 1, 1), 0, &dinp_args)?;
+    let dparams_args =
+        [dweight.arg(), dbias.arg(), dout.arg(), inp.arg(), mean.arg(), rstd.arg(), sizes[0], sizes[1], sizes[2]];
+    driver.launch("layernorm_backward_dparams", (blocks_for(c, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &dparams_args)
+}
