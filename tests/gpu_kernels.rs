@@ -1,7 +1,10 @@
 //! Every CUDA kernel against its CPU reference, element by element, forward and backward, at shapes that are not
 //! multiples of the block, warp or vector width. The kernels run under the emulator (`--features emu`: the same
 //! kernels/*.cu compiled for the CPU, device memory poisoned with NaN so an element a kernel forgets to write
-//! fails the comparison). Built without a GPU backend, these tests are reported as ignored, never as passed.
+//! fails the comparison) or, built with `--features cuda` alone, on GPU 0 — there they are marked ignored so a
+//! machine without a GPU reports them as such, and dev/scripts/gpu_check.sh runs them with `--ignored` on a GPU.
+//! Built without either, they are reported as ignored, never as passed. Each comparison prints its largest
+//! error (`--nocapture`), which gpu_check.sh collects into its table.
 //!
 //! Backward kernels accumulate, like the CPU: gradient buffers start from the same random values on both sides.
 
@@ -31,9 +34,14 @@ fn driver() -> Rc<dyn Driver> {
     Rc::new(llmrs::gpu::emu::EmuDriver::new())
 }
 
-#[cfg(not(feature = "emu"))]
+#[cfg(all(feature = "cuda", not(feature = "emu")))]
 fn driver() -> Rc<dyn Driver> {
-    unreachable!("GPU kernel tests are ignored in builds without the emulator")
+    Rc::new(llmrs::gpu::cuda::CudaDriver::new(0).expect("these tests need GPU 0 (run with --ignored only on a GPU)"))
+}
+
+#[cfg(not(any(feature = "emu", feature = "cuda")))]
+fn driver() -> Rc<dyn Driver> {
+    unreachable!("GPU kernel tests are ignored in builds without a GPU backend")
 }
 
 fn randn(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
@@ -65,6 +73,8 @@ fn fresh(d: &Rc<dyn Driver>, n: usize) -> DeviceBuffer {
 fn assert_close(what: &str, gpu: &DeviceBuffer, cpu: &[f32], tol: Tol) {
     let got = gpu.read().unwrap();
     assert_eq!(got.len(), cpu.len(), "{what}: length");
+    let max_err = got.iter().zip(cpu).map(|(g, c)| (g - c).abs()).fold(0.0f32, f32::max);
+    eprintln!("max |gpu - cpu| {what}: {max_err:e}");
     for (i, (g, c)) in got.iter().zip(cpu).enumerate() {
         let ok = (g - c).abs() <= tol.abs + tol.rel * c.abs();
         assert!(ok, "{what}[{i}]: gpu {g} vs cpu {c} (tolerance {} + {} |cpu|)", tol.abs, tol.rel);
@@ -75,7 +85,10 @@ macro_rules! gpu_test {
     ($(#[$meta:meta])* fn $name:ident() $body:block) => {
         $(#[$meta])*
         #[test]
-        #[cfg_attr(not(feature = "emu"), ignore = "needs a GPU backend: build with --features emu (or a GPU)")]
+        #[cfg_attr(
+            not(feature = "emu"),
+            ignore = "needs the emulator (--features emu) or a GPU (--features cuda, run with --ignored)"
+        )]
         fn $name() $body
     };
 }
