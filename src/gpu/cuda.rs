@@ -121,15 +121,7 @@ impl Driver for CudaDriver {
 
     fn launch(&self, name: &str, grid: Dim3, block: Dim3, shared_bytes: u32, args: &[Arg]) -> Result<()> {
         let f = self.function(name)?;
-        // One 8-byte slot per argument; i32 and f32 sit in the low bytes, as the kernel's parameters read them.
-        let mut values: Vec<u64> = args
-            .iter()
-            .map(|a| match *a {
-                Arg::Ptr(p) => p,
-                Arg::I32(v) => v as u32 as u64,
-                Arg::F32(v) => v.to_bits() as u64,
-            })
-            .collect();
+        let mut values: Vec<u64> = args.iter().map(Arg::slot).collect();
         let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
         // SAFETY: f is a kernel of the loaded modules; params holds one pointer per kernel parameter, each alive
         // for the call (cuLaunchKernel copies the values); device pointers come from live allocations.

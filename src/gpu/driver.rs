@@ -19,6 +19,18 @@ pub enum Arg {
     F32(f32),
 }
 
+impl Arg {
+    /// The value in an 8-byte slot, as `cuLaunchKernel` reads each argument through its `void*`: i32 and f32 sit
+    /// in the low bytes (little-endian), which is what the kernel's 4-byte parameter types read.
+    pub fn slot(&self) -> u64 {
+        match *self {
+            Arg::Ptr(p) => p,
+            Arg::I32(v) => v as u32 as u64,
+            Arg::F32(v) => v.to_bits() as u64,
+        }
+    }
+}
+
 /// Grid and block sizes in x, y, z.
 pub type Dim3 = (u32, u32, u32);
 

@@ -106,16 +106,7 @@ impl Driver for EmuDriver {
     }
 
     fn launch(&self, name: &str, grid: Dim3, block: Dim3, shared_bytes: u32, args: &[Arg]) -> Result<()> {
-        // Each value in its own 8-byte slot; i32 and f32 sit in the low bytes (little-endian), as the kernel's
-        // parameter types read them.
-        let mut values: Vec<u64> = args
-            .iter()
-            .map(|a| match *a {
-                Arg::Ptr(p) => p,
-                Arg::I32(v) => v as u32 as u64,
-                Arg::F32(v) => v.to_bits() as u64,
-            })
-            .collect();
+        let mut values: Vec<u64> = args.iter().map(Arg::slot).collect();
         let mut pointers: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
         let kernel = CString::new(name).map_err(|_| Error::config("kernel", format!("bad kernel name {name:?}")))?;
         let mut err = vec![0u8; ERROR_BYTES];
