@@ -263,6 +263,44 @@ gpu_test! {
 }
 
 gpu_test! {
+    fn matmul_forward_and_backward_match_cpu_with_and_without_bias() {
+        let d = driver();
+        let mut rng = Rng::new(9);
+        for &(b, t, c, oc) in &[(3, 13, 48, 17), (1, 1, 64, 3 * 64), (2, 5, 33, 70)] {
+            let n = b * t;
+            let (inp, weight, bias) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 0.3), randn(&mut rng, oc, 1.0));
+            let (g_inp, g_weight, g_bias) = (upload(&d, &inp), upload(&d, &weight), upload(&d, &bias));
+            for with_bias in [true, false] {
+                let mut out = vec![0.0; n * oc];
+                cpu::matmul::matmul_forward(&mut out, &inp, &weight, with_bias.then_some(&bias[..]), b, t, c, oc);
+                let g_out = fresh(&d, n * oc);
+                let g_bias_arg = with_bias.then(|| g_bias.slice());
+                gpu::matmul::matmul_forward(&*d, g_out.slice(), g_inp.slice(), g_weight.slice(), g_bias_arg, b, t, c, oc)
+                    .unwrap();
+                assert_close("matmul out", &g_out, &out, REDUCTION);
+
+                let dout = randn(&mut rng, n * oc, 1.0);
+                let (mut dinp, mut dweight, mut dbias) =
+                    (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 1.0), randn(&mut rng, oc, 1.0));
+                let (g_dinp, g_dweight, g_dbias, g_dout) =
+                    (upload(&d, &dinp), upload(&d, &dweight), upload(&d, &dbias), upload(&d, &dout));
+                let cpu_dbias = with_bias.then_some(&mut dbias[..]);
+                cpu::matmul::matmul_backward(&mut dinp, &mut dweight, cpu_dbias, &dout, &inp, &weight, b, t, c, oc);
+                let g_dbias_arg = with_bias.then(|| g_dbias.slice());
+                let s = |x: &DeviceBuffer| x.slice();
+                gpu::matmul::matmul_backward(
+                    &*d, s(&g_dinp), s(&g_dweight), g_dbias_arg, s(&g_dout), s(&g_inp), s(&g_weight), b, t, c, oc,
+                )
+                .unwrap();
+                assert_close("matmul dinp", &g_dinp, &dinp, REDUCTION);
+                assert_close("matmul dweight", &g_dweight, &dweight, REDUCTION);
+                assert_close("matmul dbias (untouched without bias)", &g_dbias, &dbias, REDUCTION);
+            }
+        }
+    }
+}
+
+gpu_test! {
     fn adamw_matches_cpu_over_three_steps() {
         let d = driver();
         let mut rng = Rng::new(7);

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 /// dst (m, n) += lhs (m, k) · rhs (k, n), each operand given by its row stride and column stride in elements.
 /// With `accumulate` false, dst is overwritten.
 #[allow(clippy::too_many_arguments)]
-fn sgemm(
+pub(crate) fn sgemm(
     m: usize,
     n: usize,
     k: usize,

@@ -5,6 +5,7 @@
 use super::driver::{Arg, DevicePtr, Dim3, Driver};
 use super::kernels::{FATBINS, KERNELS};
 use crate::error::{Error, Result};
+use cudarc::cublas;
 use cudarc::driver::{result, sys, DriverError};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ pub struct CudaDriver {
     /// Module of each kernel file, by file stem.
     modules: HashMap<&'static str, sys::CUmodule>,
     functions: RefCell<HashMap<String, sys::CUfunction>>,
+    cublas: cublas::sys::cublasHandle_t,
 }
 
 impl CudaDriver {
@@ -58,10 +60,16 @@ impl CudaDriver {
             })?;
             modules.insert(stem, module);
         }
+        // SAFETY: only probes for libcublas before its first use, as for libcuda above.
+        if !unsafe { cublas::sys::is_culib_present() } {
+            return Err(Error::Cuda("no cuBLAS library (libcublas.so) on this machine; use --device cpu".to_string()));
+        }
+        let cublas = cublas::result::create_handle().map_err(|e| Error::Cuda(format!("cublasCreate: {e:?}")))?;
         Ok(CudaDriver {
             name: format!("cuda ({gpu}, sm_{major}{minor})"),
             modules,
             functions: RefCell::new(HashMap::new()),
+            cublas,
         })
     }
 
@@ -129,7 +137,56 @@ impl Driver for CudaDriver {
             .map_err(|e| Error::Kernel { kernel: name.to_string(), message: format!("{e:?}") })
     }
 
+    fn sgemm(
+        &self,
+        transa: bool,
+        transb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: DevicePtr,
+        b: DevicePtr,
+        c: DevicePtr,
+        accumulate: bool,
+    ) -> Result<()> {
+        use cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+        // cuBLAS is column-major, and a row-major (r, c) matrix is its column-major transpose with leading
+        // dimension c. So row-major c = op(a) op(b) is column-major cᵀ = op(b)ᵀ op(a)ᵀ: swap the operands, and each
+        // operand's stored (row-major) layout is already the transpose cuBLAS must see unless it was transposed.
+        let (op_b, ldb) = if transb { (CUBLAS_OP_T, k) } else { (CUBLAS_OP_N, n) };
+        let (op_a, lda) = if transa { (CUBLAS_OP_T, m) } else { (CUBLAS_OP_N, k) };
+        let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
+        // SAFETY: a, b, c are device allocations of this context holding the (m, k), (k, n) and (m, n) matrices the
+        // shapes describe; alpha and beta outlive the call (cuBLAS reads host scalars before returning).
+        unsafe {
+            cublas::result::sgemm(
+                self.cublas,
+                op_b,
+                op_a,
+                n as i32,
+                m as i32,
+                k as i32,
+                &alpha,
+                b as *const f32,
+                ldb as i32,
+                a as *const f32,
+                lda as i32,
+                &beta,
+                c as *mut f32,
+                n as i32,
+            )
+        }
+        .map_err(|e| Error::Cuda(format!("cublasSgemm ({m}x{k} · {k}x{n}): {e:?}")))
+    }
+
     fn synchronize(&self) -> Result<()> {
         result::ctx::synchronize().map_err(|e| cuda_error("kernel execution (cuCtxSynchronize)", e))
+    }
+}
+
+impl Drop for CudaDriver {
+    fn drop(&mut self) {
+        // SAFETY: the handle was created in new() and is destroyed once, here; nothing uses it afterwards.
+        let _ = unsafe { cublas::result::destroy_handle(self.cublas) };
     }
 }

@@ -51,6 +51,22 @@ pub trait Driver {
     /// Launches the kernel `name` (an `extern "C" __global__` function of kernels/) with `shared_bytes` of dynamic
     /// shared memory.
     fn launch(&self, name: &str, grid: Dim3, block: Dim3, shared_bytes: u32, args: &[Arg]) -> Result<()>;
+    /// The GEMM every linear layer needs, all matrices row-major and contiguous:
+    /// c (m, n) = op(a) · op(b), plus the old c when `accumulate`. op(a) is (m, k): `a` is stored (m, k), or (k, m)
+    /// when `transa`; op(b) is (k, n): `b` is stored (k, n), or (n, k) when `transb`.
+    #[allow(clippy::too_many_arguments)]
+    fn sgemm(
+        &self,
+        transa: bool,
+        transb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: DevicePtr,
+        b: DevicePtr,
+        c: DevicePtr,
+        accumulate: bool,
+    ) -> Result<()>;
     /// Waits for all launched work and reports any error it raised.
     fn synchronize(&self) -> Result<()>;
 }

@@ -135,6 +135,42 @@ impl Driver for EmuDriver {
         Err(Error::Kernel { kernel: name.to_string(), message: String::from_utf8_lossy(&err[..end]).into_owned() })
     }
 
+    fn sgemm(
+        &self,
+        transa: bool,
+        transb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: DevicePtr,
+        b: DevicePtr,
+        c: DevicePtr,
+        accumulate: bool,
+    ) -> Result<()> {
+        const F: usize = std::mem::size_of::<f32>();
+        self.check_range(a, m * k * F, "sgemm operand a")?;
+        self.check_range(b, k * n * F, "sgemm operand b")?;
+        self.check_range(c, m * n * F, "sgemm output c")?;
+        let overlaps = |p: DevicePtr, len: usize| p < c + (m * n * F) as u64 && c < p + len as u64;
+        if overlaps(a, m * k * F) || overlaps(b, k * n * F) {
+            return Err(Error::config("emu", "sgemm output overlaps an input"));
+        }
+        // SAFETY: each range was checked to lie inside a live allocation, and c overlaps neither a nor b, so the
+        // one mutable slice aliases nothing.
+        let (a, b, c) = unsafe {
+            (
+                std::slice::from_raw_parts(a as *const f32, m * k),
+                std::slice::from_raw_parts(b as *const f32, k * n),
+                std::slice::from_raw_parts_mut(c as *mut f32, m * n),
+            )
+        };
+        // Row and column strides of op(a) (m, k) and op(b) (k, n) in their stored layouts.
+        let (a_rs, a_cs) = if transa { (1, m) } else { (k, 1) };
+        let (b_rs, b_cs) = if transb { (1, k) } else { (n, 1) };
+        crate::cpu::matmul::sgemm(m, n, k, c, n, 1, a, a_rs, a_cs, b, b_rs, b_cs, accumulate);
+        Ok(())
+    }
+
     fn synchronize(&self) -> Result<()> {
         // Launches run to completion before they return.
         Ok(())

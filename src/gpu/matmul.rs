@@ -1,5 +1,5 @@
-//! Launchers for kernels/matmul.cu (mirrors the bias part of src/cpu/matmul.rs; the products themselves go to
-//! cuBLAS on a GPU and to the CPU GEMM under the emulator).
+//! Matmul with bias (mirrors src/cpu/matmul.rs): the products go to the driver's GEMM (cuBLAS on a GPU, the CPU
+//! GEMM under the emulator), the bias parts to kernels/matmul.cu. Transposes are GEMM flags, never copies.
 
 use super::driver::{Arg, DeviceSlice, Driver};
 use super::{blocks_for, BLOCK, BLOCK_SIZE};
@@ -16,4 +16,53 @@ pub fn matmul_backward_bias(
 ) -> Result<()> {
     let args = [dbias.arg(), dout.arg(), Arg::I32(b as i32), Arg::I32(t as i32), Arg::I32(oc as i32)];
     driver.launch("matmul_backward_bias", (blocks_for(oc, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+}
+
+/// out: (B, T, OC) = inp: (B, T, C) · weightᵀ, weight: (OC, C), plus bias: (OC) when given.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward(
+    driver: &dyn Driver,
+    out: DeviceSlice,
+    inp: DeviceSlice,
+    weight: DeviceSlice,
+    bias: Option<DeviceSlice>,
+    b: usize,
+    t: usize,
+    c: usize,
+    oc: usize,
+) -> Result<()> {
+    let n = b * t;
+    // Start every output row at the bias and let the product accumulate on top, as the CPU does.
+    if let Some(bias) = bias {
+        let args = [out.arg(), bias.arg(), Arg::I32(b as i32), Arg::I32(t as i32), Arg::I32(oc as i32)];
+        driver.launch("matmul_bias_broadcast", (blocks_for(n * oc, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)?;
+    }
+    // out (n, oc) = inp (n, c) · weightᵀ, weight stored (oc, c).
+    driver.sgemm(false, true, n, oc, c, inp.ptr, weight.ptr, out.ptr, bias.is_some())
+}
+
+/// dinp: (B, T, C), dweight: (OC, C), dbias: (OC) accumulate; dout: (B, T, OC); inp: (B, T, C); weight: (OC, C).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward(
+    driver: &dyn Driver,
+    dinp: DeviceSlice,
+    dweight: DeviceSlice,
+    dbias: Option<DeviceSlice>,
+    dout: DeviceSlice,
+    inp: DeviceSlice,
+    weight: DeviceSlice,
+    b: usize,
+    t: usize,
+    c: usize,
+    oc: usize,
+) -> Result<()> {
+    let n = b * t;
+    // dinp (n, c) += dout (n, oc) · weight (oc, c)
+    driver.sgemm(false, false, n, c, oc, dout.ptr, weight.ptr, dinp.ptr, true)?;
+    // dweight (oc, c) += doutᵀ · inp (n, c), dout stored (n, oc).
+    driver.sgemm(true, false, oc, c, n, dout.ptr, inp.ptr, dweight.ptr, true)?;
+    match dbias {
+        Some(dbias) => matmul_backward_bias(driver, dbias, dout, b, t, oc),
+        None => Ok(()),
+    }
 }
