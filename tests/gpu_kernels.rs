@@ -342,3 +342,32 @@ gpu_test! {
         assert!(err.contains("no_such_kernel"), "{err}");
     }
 }
+
+/// Only the emulator reports a kernel's misuse of warp collectives this precisely; a GPU would hang or return
+/// garbage, so this test is emulator-only.
+#[test]
+#[cfg_attr(not(feature = "emu"), ignore = "needs the emulator (--features emu)")]
+fn the_emulator_reports_a_block_that_is_not_whole_warps_with_kernel_block_thread_and_line() {
+    let d = driver();
+    let (b, t, c) = (1, 2, 32);
+    let (out, mean, rstd, inp) = (fresh(&d, b * t * c), fresh(&d, b * t), fresh(&d, b * t), upload(&d, &[1.0; 64]));
+    let (w, bias) = (upload(&d, &[1.0; 32]), upload(&d, &[0.0; 32]));
+    let args = [
+        out.slice().arg(),
+        mean.slice().arg(),
+        rstd.slice().arg(),
+        inp.slice().arg(),
+        w.slice().arg(),
+        bias.slice().arg(),
+        llmrs::gpu::driver::Arg::I32(b as i32),
+        llmrs::gpu::driver::Arg::I32(t as i32),
+        llmrs::gpu::driver::Arg::I32(c as i32),
+    ];
+    // 48 threads: the second warp has 16 lanes, and layernorm's full-mask shuffles name 16 that do not exist.
+    let err = d.launch("layernorm_forward", (1, 1, 1), (48, 1, 1), 0, &args).unwrap_err().to_string();
+    for needle in ["layernorm_forward", "block (0,0,0)", "thread (", "common.cuh:"] {
+        assert!(err.contains(needle), "the report should name {needle:?}: {err}");
+    }
+    // The emulator stays usable: the same launch with whole warps succeeds.
+    d.launch("layernorm_forward", (1, 1, 1), (64, 1, 1), 0, &args).unwrap();
+}
