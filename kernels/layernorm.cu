@@ -15,17 +15,11 @@
 // PyTorch's and GPT-2's LayerNorm epsilon.
 #define LAYERNORM_EPS 1e-5f
 
-// out: (B, T, C); mean, rstd: (B, T); inp: (B, T, C); weight, bias: (C).
-// grid: CEIL_DIV(B*T, block / 32), block: a multiple of 32 (256).
-extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rstd, const float* __restrict__ inp,
-                                             const float* __restrict__ weight, const float* __restrict__ bias, int B,
-                                             int T, int C) {
-    const int lane = threadIdx.x % WARP_SIZE;
-    const int row = (blockIdx.x * blockDim.x + threadIdx.x) / WARP_SIZE;
-    if (row >= B * T) {
-        return;  // the whole warp: row is the same for its 32 lanes
-    }
-    const float* x = inp + (size_t)row * C;
+// One warp normalises row `row` of x into o and writes its statistics. Every lane reads only the channels it
+// strides over (lane, lane + 32, ...), so a row the same warp has just written needs no barrier.
+static __device__ __forceinline__ void layernorm_row(float* o, float* mean, float* rstd, const float* x,
+                                                     const float* __restrict__ weight,
+                                                     const float* __restrict__ bias, int row, int C, int lane) {
     float sum = 0.0f;
     for (int i = lane; i < C; i += WARP_SIZE) {
         sum += x[i];
@@ -37,7 +31,6 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
         sum_sq += d * d;
     }
     const float s = 1.0f / sqrtf(warp_reduce_sum(sum_sq) / C + LAYERNORM_EPS);
-    float* o = out + (size_t)row * C;
     for (int i = lane; i < C; i += WARP_SIZE) {
         o[i] = (x[i] - m) * s * weight[i] + bias[i];
     }
@@ -45,6 +38,41 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
         mean[row] = m;
         rstd[row] = s;
     }
+}
+
+// out: (B, T, C); mean, rstd: (B, T); inp: (B, T, C); weight, bias: (C).
+// grid: CEIL_DIV(B*T, block / 32), block: a multiple of 32 (256).
+extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rstd, const float* __restrict__ inp,
+                                             const float* __restrict__ weight, const float* __restrict__ bias, int B,
+                                             int T, int C) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int row = (blockIdx.x * blockDim.x + threadIdx.x) / WARP_SIZE;
+    if (row >= B * T) {
+        return;  // the whole warp: row is the same for its 32 lanes
+    }
+    layernorm_row(out + (size_t)row * C, mean, rstd, inp + (size_t)row * C, weight, bias, row, C, lane);
+}
+
+// The residual add and the next LayerNorm in one pass over the row (mirrors
+// src/cpu/layernorm.rs fused_residual_layernorm_forward): residual = inp1 + inp2, out = layernorm(residual).
+// Saves re-reading the residual from memory: 3 N*C floats read and written for the add, then the row is in cache.
+// residual, out: (B, T, C); mean, rstd: (B, T); inp1, inp2: (B, T, C); weight, bias: (C).
+// grid: CEIL_DIV(B*T, block / 32), block: a multiple of 32 (256).
+extern "C" __global__ void fused_residual_layernorm_forward(float* residual, float* out, float* mean, float* rstd,
+                                                            const float* __restrict__ inp1,
+                                                            const float* __restrict__ inp2,
+                                                            const float* __restrict__ weight,
+                                                            const float* __restrict__ bias, int B, int T, int C) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int row = (blockIdx.x * blockDim.x + threadIdx.x) / WARP_SIZE;
+    if (row >= B * T) {
+        return;  // the whole warp: row is the same for its 32 lanes
+    }
+    float* r = residual + (size_t)row * C;
+    for (int i = lane; i < C; i += WARP_SIZE) {
+        r[i] = inp1[(size_t)row * C + i] + inp2[(size_t)row * C + i];
+    }
+    layernorm_row(out + (size_t)row * C, mean, rstd, r, weight, bias, row, C, lane);
 }
 
 // dinp: (B, T, C) accumulates; dout, inp: (B, T, C); weight: (C); mean, rstd: (B, T).

@@ -187,6 +187,33 @@ gpu_test! {
 }
 
 gpu_test! {
+    fn fused_residual_layernorm_forward_matches_cpu() {
+        let d = driver();
+        let mut rng = Rng::new(10);
+        for &(b, t, c, _) in SHAPES {
+            let n = b * t;
+            let (a, r) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, n * c, 1.0));
+            let (w, bias) = (randn(&mut rng, c, 1.0), randn(&mut rng, c, 1.0));
+            let (mut residual, mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+            cpu::layernorm::fused_residual_layernorm_forward(
+                &mut residual, &mut out, &mut mean, &mut rstd, &a, &r, &w, &bias, b, t, c,
+            );
+            let (g_res, g_out, g_mean, g_rstd) = (fresh(&d, n * c), fresh(&d, n * c), fresh(&d, n), fresh(&d, n));
+            let (g_a, g_r, g_w, g_b) = (upload(&d, &a), upload(&d, &r), upload(&d, &w), upload(&d, &bias));
+            let s = |x: &DeviceBuffer| x.slice();
+            gpu::layernorm::fused_residual_layernorm_forward(
+                &*d, s(&g_res), s(&g_out), s(&g_mean), s(&g_rstd), s(&g_a), s(&g_r), s(&g_w), s(&g_b), b, t, c,
+            )
+            .unwrap();
+            assert_close("fused residual", &g_res, &residual, ELEMENTWISE);
+            assert_close("fused layernorm out", &g_out, &out, REDUCTION);
+            assert_close("fused layernorm mean", &g_mean, &mean, REDUCTION);
+            assert_close("fused layernorm rstd", &g_rstd, &rstd, REDUCTION);
+        }
+    }
+}
+
+gpu_test! {
     fn attention_forward_and_backward_match_cpu() {
         let d = driver();
         let mut rng = Rng::new(4);

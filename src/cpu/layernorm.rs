@@ -46,6 +46,26 @@ pub fn layernorm_forward(
         });
 }
 
+/// The residual add and the LayerNorm after it, as one call (the GPU fuses them into one pass over each row):
+/// residual = inp1 + inp2, out = layernorm(residual). residual, out, inp1, inp2: (B, T, C); mean, rstd: (B, T).
+#[allow(clippy::too_many_arguments)]
+pub fn fused_residual_layernorm_forward(
+    residual: &mut [f32],
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    inp1: &[f32],
+    inp2: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+) {
+    super::residual::residual_forward(residual, inp1, inp2, b * t * c);
+    layernorm_forward(out, mean, rstd, residual, weight, bias, b, t, c);
+}
+
 /// dinp: (B, T, C), dweight, dbias: (C) accumulate; dout, inp: (B, T, C); weight: (C); mean, rstd: (B, T).
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward(

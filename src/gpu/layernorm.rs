@@ -33,6 +33,40 @@ pub fn layernorm_forward(
     driver.launch("layernorm_forward", (blocks_for(b * t * WARP, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
 }
 
+/// residual = inp1 + inp2 and out = layernorm(residual) in one pass per row. residual, out, inp1, inp2:
+/// (B, T, C); mean, rstd: (B, T); weight, bias: (C).
+#[allow(clippy::too_many_arguments)]
+pub fn fused_residual_layernorm_forward(
+    driver: &dyn Driver,
+    residual: DeviceSlice,
+    out: DeviceSlice,
+    mean: DeviceSlice,
+    rstd: DeviceSlice,
+    inp1: DeviceSlice,
+    inp2: DeviceSlice,
+    weight: DeviceSlice,
+    bias: DeviceSlice,
+    b: usize,
+    t: usize,
+    c: usize,
+) -> Result<()> {
+    let args = [
+        residual.arg(),
+        out.arg(),
+        mean.arg(),
+        rstd.arg(),
+        inp1.arg(),
+        inp2.arg(),
+        weight.arg(),
+        bias.arg(),
+        Arg::I32(b as i32),
+        Arg::I32(t as i32),
+        Arg::I32(c as i32),
+    ];
+    let grid = (blocks_for(b * t * WARP, BLOCK), 1, 1);
+    driver.launch("fused_residual_layernorm_forward", grid, (BLOCK_SIZE, 1, 1), 0, &args)
+}
+
 /// dinp: (B, T, C), dweight, dbias: (C) accumulate; dout, inp: (B, T, C); weight: (C); mean, rstd: (B, T).
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward(
