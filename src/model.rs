@@ -197,8 +197,11 @@ impl GPT2 {
         Ok(())
     }
 
-    /// Sizes the activation buffers for (B, T); grows them only when a larger shape arrives.
-    fn prepare_activations(&mut self, b: usize, t: usize) {
+    /// Starts a forward pass over `inputs` (B, T): sizes the activation buffers (growing them only when a larger
+    /// shape arrives) and keeps the inputs for the encoder's backward pass.
+    fn begin_pass(&mut self, inputs: &[u32], b: usize, t: usize) {
+        self.inputs.clear();
+        self.inputs.extend_from_slice(inputs);
         let total = ActTensors::sizes(&self.config, b, t).total();
         if self.acts.len() < total {
             self.acts.resize(total, 0.0);
@@ -211,9 +214,7 @@ impl GPT2 {
     /// stay readable through `logits()`.
     pub fn forward(&mut self, inputs: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
         self.check_batch(inputs, targets, b, t)?;
-        self.prepare_activations(b, t);
-        self.inputs.clear();
-        self.inputs.extend_from_slice(inputs);
+        self.begin_pass(inputs, b, t);
         self.run_layers();
         self.have_dlogits = false;
         Ok(targets.map(|targets| self.classify(targets, false)))
@@ -223,9 +224,7 @@ impl GPT2 {
     /// `zero_grad` first unless accumulating over several batches). Returns the mean loss of this batch.
     pub fn forward_backward(&mut self, inputs: &[u32], targets: &[u32], b: usize, t: usize) -> Result<f32> {
         self.check_batch(inputs, Some(targets), b, t)?;
-        self.prepare_activations(b, t);
-        self.inputs.clear();
-        self.inputs.extend_from_slice(inputs);
+        self.begin_pass(inputs, b, t);
         self.run_layers();
         let loss = self.classify(targets, true);
         self.have_dlogits = true;

@@ -23,11 +23,19 @@ pub struct AdamWStep {
     pub step: u32,
 }
 
+impl AdamWStep {
+    /// 1 - beta1^step and 1 - beta2^step, in f64 as PyTorch computes them (beta2^step in f32 drifts by ~1e-5
+    /// relative after thousands of steps), returned as the f32 divisors the update uses. The GPU launcher passes
+    /// these same two numbers to its kernel.
+    pub fn bias_corrections(&self) -> (f32, f32) {
+        let correction = |beta: f32| (1.0 - (beta as f64).powi(self.step as i32)) as f32;
+        (correction(self.beta1), correction(self.beta2))
+    }
+}
+
 /// params, m, v updated in place; grads read. All (N).
 pub fn adamw_update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], hp: &AdamWStep) {
-    // In f64, as PyTorch computes them: beta2^step in f32 drifts by ~1e-5 relative after thousands of steps.
-    let bias_correction1 = (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
-    let bias_correction2 = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)) as f32;
+    let (bias_correction1, bias_correction2) = hp.bias_corrections();
     params
         .par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(grads.par_chunks(ELEMENTWISE_CHUNK))

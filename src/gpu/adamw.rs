@@ -5,8 +5,8 @@ use super::{blocks_for, BLOCK, BLOCK_SIZE};
 use crate::cpu::adamw::AdamWStep;
 use crate::error::Result;
 
-/// params, m, v updated in place; grads read. All (N). The bias corrections are computed here in f64, as the CPU
-/// reference does, and passed as floats.
+/// params, m, v updated in place; grads read. All (N). The bias corrections are the CPU's own
+/// (`AdamWStep::bias_corrections`), passed to the kernel as floats.
 pub fn adamw_update(
     driver: &dyn Driver,
     params: DeviceSlice,
@@ -16,8 +16,7 @@ pub fn adamw_update(
     hp: &AdamWStep,
 ) -> Result<()> {
     let n = params.len;
-    let bias_correction1 = (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
-    let bias_correction2 = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)) as f32;
+    let (bias_correction1, bias_correction2) = hp.bias_corrections();
     let args = [
         params.arg(),
         grads.arg(),
