@@ -46,10 +46,10 @@ fn random_batch(vocab_size: usize) -> (Vec<u32>, Vec<u32>) {
 
 /// One training step; returns the loss so the work cannot be optimised away.
 fn train_step(model: &mut GPT2, inputs: &[u32], targets: &[u32], step: u32) -> f32 {
-    model.zero_grad();
+    model.zero_grad().expect("the CPU cannot fail");
     let loss = model.forward_backward(inputs, targets, B, T).expect("the batch fits the model");
-    let norm = model.grad_norm();
-    model.update(&ADAMW, LR, clip_scale(norm, GRAD_CLIP), step);
+    let norm = model.grad_norm().expect("the CPU cannot fail");
+    model.update(&ADAMW, LR, clip_scale(norm, GRAD_CLIP), step).expect("the CPU cannot fail");
     loss
 }
 

@@ -6,6 +6,63 @@
 //! slices (safe Rust: the views borrow disjoint parts, so a layer can read one and write another).
 
 use crate::config::GPT2Config;
+use std::ops::Range;
+
+/// The flat buffers a model keeps on its backend (host memory on the CPU, device memory on a GPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Buf {
+    /// Parameters, llm.c's checkpoint order.
+    Params,
+    /// Their gradients, same layout.
+    Grads,
+    /// AdamW's first moments, same layout.
+    AdamM,
+    /// AdamW's second moments, same layout.
+    AdamV,
+    /// Activations for one (B, T) (`ActTensors`).
+    Acts,
+    /// Gradients of the activations, same layout.
+    GradActs,
+}
+
+impl Buf {
+    pub const COUNT: usize = 6;
+    pub const ALL: [Buf; Buf::COUNT] = [Buf::Params, Buf::Grads, Buf::AdamM, Buf::AdamV, Buf::Acts, Buf::GradActs];
+
+    /// Position in `ALL`, for backends that keep their buffers in an array.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A tensor as a backend sees it: `len` floats from element `offset` of one flat buffer. A handle, not a borrow,
+/// so the model's layer sequence is the same code whether the floats live in host or in device memory; each
+/// backend turns handles into slices or device pointers, checking that the ones a layer writes are disjoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tensor {
+    pub buf: Buf,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Tensor {
+    /// Layer `l`'s part of a tensor stacked over layers, `per_layer` elements each.
+    pub fn layer(self, l: usize, per_layer: usize) -> Tensor {
+        assert!((l + 1) * per_layer <= self.len, "layer {l} of {per_layer} outside a tensor of {}", self.len);
+        Tensor { buf: self.buf, offset: self.offset + l * per_layer, len: per_layer }
+    }
+
+    /// The first `len` elements.
+    pub fn prefix(self, len: usize) -> Tensor {
+        assert!(len <= self.len, "{len} elements of a tensor of {}", self.len);
+        Tensor { len, ..self }
+    }
+
+    /// Element range in its buffer.
+    pub fn range(&self) -> Range<usize> {
+        self.offset..self.offset + self.len
+    }
+}
 
 /// Declares a struct of named tensors, generic over what each field holds: a size (`usize`), an offset, or a slice
 /// of a flat buffer. The field order is the buffer order.
@@ -48,6 +105,14 @@ macro_rules! tensor_struct {
                     start += len;
                     start - len..start
                 })
+            }
+
+            /// Each tensor as a handle into the flat buffer `buf`, for a backend to resolve.
+            pub fn tensors(&self, buf: Buf) -> $name<Tensor> {
+                let mut offset = 0;
+                $(let $field = Tensor { buf, offset, len: self.$field }; offset += self.$field;)*
+                let _ = offset;
+                $name { $($field),* }
             }
 
             /// Cuts `buf` (at least `total()` long) into one read-only view per tensor.
@@ -255,6 +320,22 @@ mod tests {
         let views = sizes.split(&buf);
         assert_eq!(views.wpe[0] as usize, sizes.wte);
         assert_eq!(*views.lnfb.last().unwrap() as usize, sizes.total() - 1);
+    }
+
+    #[test]
+    fn tensor_handles_match_the_split_views() {
+        let config = GPT2Config::preset("d4").unwrap();
+        let sizes = ActTensors::sizes(&config, 2, 5);
+        let buf: Vec<u32> = (0..sizes.total() as u32).collect();
+        let views = sizes.split(&buf).into_vec();
+        let handles = sizes.tensors(Buf::Acts).into_vec();
+        for (view, handle) in views.iter().zip(&handles) {
+            assert_eq!(handle.buf, Buf::Acts);
+            assert_eq!(*view, &buf[handle.range()]);
+        }
+        let fch = sizes.tensors(Buf::Acts).fch;
+        let per_layer = fch.len / config.num_layers;
+        assert_eq!(fch.layer(1, per_layer).range(), fch.offset + per_layer..fch.offset + 2 * per_layer);
     }
 
     #[test]

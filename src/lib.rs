@@ -4,6 +4,7 @@
 //! `model` runs forward, backward and the AdamW update, `data`, `tokenizer` and `checkpoint` read and write
 //! llm.c's file formats, and `train` is the training loop behind the `train_gpt2` binary.
 
+pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod corpus;

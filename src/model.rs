@@ -1,21 +1,17 @@
 //! GPT-2: forward pass, backward pass and AdamW update over the flat buffers of `layout`.
 //!
-//! The sequence of layers exists once, here. Parameters, gradients, AdamW's m and v are four buffers of the same
-//! layout (llm.c's checkpoint order); activations and their gradients are two buffers laid out for the current
-//! (B, T). Buffers are allocated when first needed and reused by every later step of the same or smaller shape.
+//! The sequence of layers exists once, here, written against the `Backend` interface: the CPU reference and the
+//! GPU (a real one or the emulator) run the same code. Parameters, gradients, AdamW's m and v are four buffers of
+//! the same layout (llm.c's checkpoint order); activations and their gradients are two buffers laid out for the
+//! current (B, T). Buffers are allocated when first needed and reused by every later step of the same or smaller
+//! shape; the activation gradients only once a backward pass runs, so inference never pays for them.
 
+use crate::backend::Backend;
 use crate::config::GPT2Config;
-use crate::cpu::adamw::{adamw_update, AdamWStep};
-use crate::cpu::attention::{attention_backward, attention_forward};
-use crate::cpu::classifier::fused_classifier;
-use crate::cpu::encoder::{encoder_backward, encoder_forward};
-use crate::cpu::gelu::{gelu_backward, gelu_forward};
-use crate::cpu::global_norm::global_norm_squared;
-use crate::cpu::layernorm::{layernorm_backward, layernorm_forward};
-use crate::cpu::matmul::{matmul_backward, matmul_forward};
-use crate::cpu::residual::{residual_backward, residual_forward};
+use crate::cpu::adamw::AdamWStep;
+use crate::cpu::backend::CpuBackend;
 use crate::error::{Error, Result};
-use crate::layout::{layer, layer_mut, ActTensors, ParamTensors};
+use crate::layout::{ActTensors, Buf, ParamTensors, Tensor};
 use crate::rng::Rng;
 
 /// Standard deviation of GPT-2's weight initialisation.
@@ -76,29 +72,29 @@ impl std::fmt::Display for MemoryPlan {
     }
 }
 
-/// A GPT-2 model with everything training needs.
+/// A GPT-2 model with everything training needs, on one backend.
 pub struct GPT2 {
     pub config: GPT2Config,
     param_sizes: ParamTensors<usize>,
-    /// All parameters, llm.c's checkpoint order.
-    pub params: Vec<f32>,
-    grads: Vec<f32>,
-    /// AdamW first and second moments; empty until the first update.
-    m: Vec<f32>,
-    v: Vec<f32>,
-    acts: Vec<f32>,
-    grad_acts: Vec<f32>,
+    backend: Box<dyn Backend>,
     /// (B, T) of the last forward pass, which decides the activation layout.
     batch: (usize, usize),
-    inputs: Vec<u32>,
-    targets: Vec<u32>,
+    /// Whether AdamW's m and v exist on the backend (they are created, zeroed, by the first update).
+    have_optimizer_state: bool,
+    /// Host copy of the per-position losses of the last pass with targets.
+    losses: Vec<f32>,
     /// Whether the logits buffer holds dlogits of the last forward pass (set by `forward_backward`).
     have_dlogits: bool,
 }
 
 impl GPT2 {
-    /// A model with the given parameters (llm.c's order, `config.num_parameters()` of them).
+    /// A model on the CPU with the given parameters (llm.c's order, `config.num_parameters()` of them).
     pub fn new(config: GPT2Config, params: Vec<f32>) -> Result<Self> {
+        GPT2::with_backend(config, params, Box::new(CpuBackend::new()))
+    }
+
+    /// A model on `backend` with the given parameters (llm.c's order).
+    pub fn with_backend(config: GPT2Config, params: Vec<f32>, mut backend: Box<dyn Backend>) -> Result<Self> {
         config.validate("model config")?;
         let param_sizes = ParamTensors::sizes(&config);
         if params.len() != param_sizes.total() {
@@ -107,27 +103,26 @@ impl GPT2 {
                 format!("the config needs {} parameters, {} were given", param_sizes.total(), params.len()),
             ));
         }
+        let n = params.len();
+        backend.load(Buf::Params, params)?;
+        backend.reserve(Buf::Grads, n)?;
+        backend.zero(Tensor { buf: Buf::Grads, offset: 0, len: n })?;
         Ok(GPT2 {
             config,
-            grads: vec![0.0; params.len()],
             param_sizes,
-            params,
-            m: Vec::new(),
-            v: Vec::new(),
-            acts: Vec::new(),
-            grad_acts: Vec::new(),
+            backend,
             batch: (0, 0),
-            inputs: Vec::new(),
-            targets: Vec::new(),
+            have_optimizer_state: false,
+            losses: Vec::new(),
             have_dlogits: false,
         })
     }
 
     /// GPT-2's random initialisation: weights N(0, 0.02), the two projections that write into the residual stream
     /// (attprojw, fcprojw) scaled by 1/sqrt(2 L), biases 0, LayerNorm weights 1; padding rows of wte stay 0.
-    pub fn random(config: GPT2Config, seed: u64) -> Result<Self> {
+    pub fn init_params(config: &GPT2Config, seed: u64) -> Result<Vec<f32>> {
         config.validate("model config")?;
-        let sizes = ParamTensors::sizes(&config);
+        let sizes = ParamTensors::sizes(config);
         let mut params = vec![0.0f32; sizes.total()];
         let mut rng = Rng::new(seed);
         let residual_std = INIT_STD / (2.0 * config.num_layers as f32).sqrt();
@@ -141,33 +136,72 @@ impl GPT2 {
         for ones in [p.ln1w, p.ln2w, p.lnfw] {
             ones.fill(1.0);
         }
+        Ok(params)
+    }
+
+    /// A randomly initialised model on the CPU (see `init_params`).
+    pub fn random(config: GPT2Config, seed: u64) -> Result<Self> {
+        let params = GPT2::init_params(&config, seed)?;
         GPT2::new(config, params)
     }
 
+    /// The backend's name, e.g. "cpu (2 threads)".
+    pub fn backend_name(&self) -> String {
+        self.backend.name()
+    }
+
     pub fn num_parameters(&self) -> usize {
-        self.params.len()
+        self.param_sizes.total()
     }
 
-    /// Views of the parameters by name.
-    pub fn param_tensors(&self) -> ParamTensors<&[f32]> {
-        self.param_sizes.split(&self.params)
+    /// A whole parameter-layout buffer copied to the host.
+    fn read_buf(&self, buf: Buf) -> Result<Vec<f32>> {
+        let mut out = vec![0.0f32; self.num_parameters()];
+        self.backend.read(Tensor { buf, offset: 0, len: out.len() }, &mut out)?;
+        Ok(out)
     }
 
-    /// Views of the gradients by name (valid after `forward_backward`).
-    pub fn grad_tensors(&self) -> ParamTensors<&[f32]> {
-        self.param_sizes.split(&self.grads)
+    /// The parameters, llm.c's checkpoint order, copied to the host.
+    pub fn params(&self) -> Result<Vec<f32>> {
+        self.read_buf(Buf::Params)
+    }
+
+    /// The gradients (valid after `forward_backward`), same order, copied to the host.
+    pub fn grads(&self) -> Result<Vec<f32>> {
+        self.read_buf(Buf::Grads)
+    }
+
+    /// AdamW's first and second moments, copied to the host; None before the first update.
+    pub fn optimizer_state(&self) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+        if !self.have_optimizer_state {
+            return Ok(None);
+        }
+        Ok(Some((self.read_buf(Buf::AdamM)?, self.read_buf(Buf::AdamV)?)))
+    }
+
+    /// The activation handles for the current (B, T).
+    fn acts(&self, buf: Buf) -> ActTensors<Tensor> {
+        let (b, t) = self.batch;
+        ActTensors::sizes(&self.config, b, t).tensors(buf)
     }
 
     /// The (B, T, Vp) logits of the last `forward` (not after `forward_backward`, which overwrites them).
-    pub fn logits(&self) -> &[f32] {
-        let (b, t) = self.batch;
-        let sizes = ActTensors::sizes(&self.config, b, t);
-        sizes.split(&self.acts).logits
+    pub fn logits(&self) -> Result<Vec<f32>> {
+        let logits = self.acts(Buf::Acts).logits;
+        let mut out = vec![0.0f32; logits.len];
+        self.backend.read(logits, &mut out)?;
+        Ok(out)
     }
 
-    /// AdamW's first and second moments (empty before the first update).
-    pub fn optimizer_state(&self) -> (&[f32], &[f32]) {
-        (&self.m, &self.v)
+    /// The first `out.len()` (at most Vp) logits of position `row` (b * T + t) of the last `forward`: what
+    /// sampling needs, without copying the whole (B, T, Vp) tensor off a GPU.
+    pub fn read_logits_row(&self, row: usize, out: &mut [f32]) -> Result<()> {
+        let vp = self.config.padded_vocab_size;
+        assert!(out.len() <= vp, "{} logits of a row of {vp}", out.len());
+        let logits = self.acts(Buf::Acts).logits;
+        let cell = Tensor { offset: logits.offset + row * vp, len: out.len(), ..logits };
+        assert!(cell.offset + cell.len <= logits.offset + logits.len, "row {row} outside the logits");
+        self.backend.read(cell, out)
     }
 
     /// Checks the shapes and token ids of one batch before any layer touches them.
@@ -197,122 +231,130 @@ impl GPT2 {
         Ok(())
     }
 
-    /// Starts a forward pass over `inputs` (B, T): sizes the activation buffers (growing them only when a larger
-    /// shape arrives) and keeps the inputs for the encoder's backward pass.
-    fn begin_pass(&mut self, inputs: &[u32], b: usize, t: usize) {
-        self.inputs.clear();
-        self.inputs.extend_from_slice(inputs);
+    /// Starts a pass over `inputs` (B, T): checks the batch, sizes the activation buffers (growing them only when
+    /// a larger shape arrives, the gradients' only when `backward` will run) and hands the tokens to the backend.
+    fn begin_pass(
+        &mut self,
+        inputs: &[u32],
+        targets: Option<&[u32]>,
+        b: usize,
+        t: usize,
+        backward: bool,
+    ) -> Result<()> {
+        self.check_batch(inputs, targets, b, t)?;
         let total = ActTensors::sizes(&self.config, b, t).total();
-        if self.acts.len() < total {
-            self.acts.resize(total, 0.0);
-            self.grad_acts.resize(total, 0.0);
+        self.backend.reserve(Buf::Acts, total)?;
+        if backward {
+            self.backend.reserve(Buf::GradActs, total)?;
         }
+        self.backend.set_tokens(inputs, targets)?;
         self.batch = (b, t);
+        self.have_dlogits = false;
+        Ok(())
     }
 
     /// Runs the model on `inputs` (B, T). With `targets`, returns the mean cross-entropy loss; the logits
     /// stay readable through `logits()`.
     pub fn forward(&mut self, inputs: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
-        self.check_batch(inputs, targets, b, t)?;
-        self.begin_pass(inputs, b, t);
-        self.run_layers();
-        self.have_dlogits = false;
-        Ok(targets.map(|targets| self.classify(targets, false)))
+        self.begin_pass(inputs, targets, b, t, false)?;
+        self.run_layers()?;
+        match targets {
+            Some(_) => Ok(Some(self.classify(false)?)),
+            None => Ok(None),
+        }
     }
 
     /// One training pass: forward with targets, then backward, ACCUMULATING into the gradients (call
     /// `zero_grad` first unless accumulating over several batches). Returns the mean loss of this batch.
     pub fn forward_backward(&mut self, inputs: &[u32], targets: &[u32], b: usize, t: usize) -> Result<f32> {
-        self.check_batch(inputs, Some(targets), b, t)?;
-        self.begin_pass(inputs, b, t);
-        self.run_layers();
-        let loss = self.classify(targets, true);
+        self.begin_pass(inputs, Some(targets), b, t, true)?;
+        self.run_layers()?;
+        let loss = self.classify(true)?;
         self.have_dlogits = true;
-        self.backward();
+        self.backward()?;
         Ok(loss)
     }
 
     /// Every layer from the token embedding to the logits.
-    fn run_layers(&mut self) {
+    fn run_layers(&mut self) -> Result<()> {
         let cfg = self.config;
         let (b, t) = self.batch;
         let (c, l_count, nh, vp) = (cfg.channels, cfg.num_layers, cfg.num_heads, cfg.padded_vocab_size);
-        let btc = b * t * c;
-        let p = self.param_sizes.split(&self.params);
-        let a = ActTensors::sizes(&cfg, b, t).split_mut(&mut self.acts);
+        let (bt, btc) = (b * t, b * t * c);
+        let p = self.param_sizes.tensors(Buf::Params);
+        let a = self.acts(Buf::Acts);
+        let be = &mut *self.backend;
 
-        encoder_forward(a.encoded, &self.inputs, p.wte, p.wpe, b, t, c);
+        be.encoder_forward(a.encoded, p.wte, p.wpe, b, t, c)?;
         for l in 0..l_count {
             // The block's input: the embeddings for the first block, the previous block's output after that.
-            let residual = if l == 0 { &*a.encoded } else { layer(a.residual3, l - 1, btc) };
-            let ln1 = layer_mut(a.ln1, l, btc);
-            let ln1_mean = layer_mut(a.ln1_mean, l, b * t);
-            let ln1_rstd = layer_mut(a.ln1_rstd, l, b * t);
-            let qkv = layer_mut(a.qkv, l, 3 * btc);
-            let atty = layer_mut(a.atty, l, btc);
-            let lse = layer_mut(a.att_lse, l, b * t * nh);
-            let attproj = layer_mut(a.attproj, l, btc);
-            let residual2 = layer_mut(a.residual2, l, btc);
-            let ln2 = layer_mut(a.ln2, l, btc);
-            let ln2_mean = layer_mut(a.ln2_mean, l, b * t);
-            let ln2_rstd = layer_mut(a.ln2_rstd, l, b * t);
-            let fch = layer_mut(a.fch, l, 4 * btc);
-            let fch_gelu = layer_mut(a.fch_gelu, l, 4 * btc);
-            let fcproj = layer_mut(a.fcproj, l, btc);
+            let residual = if l == 0 { a.encoded } else { a.residual3.layer(l - 1, btc) };
+            let ln1 = a.ln1.layer(l, btc);
+            let qkv = a.qkv.layer(l, 3 * btc);
+            let atty = a.atty.layer(l, btc);
+            let attproj = a.attproj.layer(l, btc);
+            let residual2 = a.residual2.layer(l, btc);
+            let ln2 = a.ln2.layer(l, btc);
+            let fch = a.fch.layer(l, 4 * btc);
+            let fch_gelu = a.fch_gelu.layer(l, 4 * btc);
+            let fcproj = a.fcproj.layer(l, btc);
+            let (ln1_mean, ln1_rstd) = (a.ln1_mean.layer(l, bt), a.ln1_rstd.layer(l, bt));
+            let (ln2_mean, ln2_rstd) = (a.ln2_mean.layer(l, bt), a.ln2_rstd.layer(l, bt));
 
-            layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, layer(p.ln1w, l, c), layer(p.ln1b, l, c), b, t, c);
-            matmul_forward(qkv, ln1, layer(p.qkvw, l, 3 * c * c), Some(layer(p.qkvb, l, 3 * c)), b, t, c, 3 * c);
-            attention_forward(atty, lse, qkv, b, t, c, nh);
-            matmul_forward(attproj, atty, layer(p.attprojw, l, c * c), Some(layer(p.attprojb, l, c)), b, t, c, c);
-            residual_forward(residual2, residual, attproj, btc);
-            layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, layer(p.ln2w, l, c), layer(p.ln2b, l, c), b, t, c);
-            matmul_forward(fch, ln2, layer(p.fcw, l, 4 * c * c), Some(layer(p.fcb, l, 4 * c)), b, t, c, 4 * c);
-            gelu_forward(fch_gelu, fch, 4 * btc);
-            let (fcprojw, fcprojb) = (layer(p.fcprojw, l, 4 * c * c), layer(p.fcprojb, l, c));
-            matmul_forward(fcproj, fch_gelu, fcprojw, Some(fcprojb), b, t, 4 * c, c);
-            // residual3[l] is written while residual3[l - 1] was read above: split the stacked tensor to say so.
-            let (_, residual3) = a.residual3.split_at_mut(l * btc);
-            residual_forward(&mut residual3[..btc], residual2, fcproj, btc);
+            be.layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w.layer(l, c), p.ln1b.layer(l, c), b, t, c)?;
+            be.matmul_forward(qkv, ln1, p.qkvw.layer(l, 3 * c * c), Some(p.qkvb.layer(l, 3 * c)), b, t, c, 3 * c)?;
+            be.attention_forward(atty, a.att_lse.layer(l, bt * nh), qkv, b, t, c, nh)?;
+            be.matmul_forward(attproj, atty, p.attprojw.layer(l, c * c), Some(p.attprojb.layer(l, c)), b, t, c, c)?;
+            // residual2 = residual + attproj and its LayerNorm in one pass over each row.
+            let (ln2w, ln2b) = (p.ln2w.layer(l, c), p.ln2b.layer(l, c));
+            be.fused_residual_layernorm_forward(
+                residual2, ln2, ln2_mean, ln2_rstd, residual, attproj, ln2w, ln2b, b, t, c,
+            )?;
+            be.matmul_forward(fch, ln2, p.fcw.layer(l, 4 * c * c), Some(p.fcb.layer(l, 4 * c)), b, t, c, 4 * c)?;
+            be.gelu_forward(fch_gelu, fch, 4 * btc)?;
+            let (fcprojw, fcprojb) = (p.fcprojw.layer(l, 4 * c * c), p.fcprojb.layer(l, c));
+            be.matmul_forward(fcproj, fch_gelu, fcprojw, Some(fcprojb), b, t, 4 * c, c)?;
+            be.residual_forward(a.residual3.layer(l, btc), residual2, fcproj, btc)?;
         }
-        let last_residual = layer(a.residual3, l_count - 1, btc);
-        layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, last_residual, p.lnfw, p.lnfb, b, t, c);
+        let last_residual = a.residual3.layer(l_count - 1, btc);
+        be.layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, last_residual, p.lnfw, p.lnfb, b, t, c)?;
         // The classifier shares its weights with the token embedding (weight tying): logits = lnf · wteᵀ.
-        matmul_forward(a.logits, a.lnf, p.wte, None, b, t, c, vp);
+        be.matmul_forward(a.logits, a.lnf, p.wte, None, b, t, c, vp)
     }
 
     /// Softmax + cross-entropy over the logits of the last forward pass; with `with_grad`, also overwrites the
     /// logits with d(mean loss)/d(logits). Returns the mean loss.
-    fn classify(&mut self, targets: &[u32], with_grad: bool) -> f32 {
+    fn classify(&mut self, with_grad: bool) -> Result<f32> {
         let cfg = self.config;
         let (b, t) = self.batch;
-        self.targets.clear();
-        self.targets.extend_from_slice(targets);
-        let a = ActTensors::sizes(&cfg, b, t).split_mut(&mut self.acts);
+        let a = self.acts(Buf::Acts);
         let dloss = with_grad.then_some(1.0 / (b * t) as f32);
-        fused_classifier(a.logits, a.losses, targets, b, t, cfg.vocab_size, cfg.padded_vocab_size, dloss);
+        self.backend.fused_classifier(a.logits, a.losses, b, t, cfg.vocab_size, cfg.padded_vocab_size, dloss)?;
+        self.losses.resize(b * t, 0.0);
+        self.backend.read(a.losses, &mut self.losses)?;
         // Summed in f64 so the mean does not depend on B*T's size.
-        (a.losses.iter().map(|&x| x as f64).sum::<f64>() / (b * t) as f64) as f32
+        Ok((self.losses.iter().map(|&x| x as f64).sum::<f64>() / (b * t) as f64) as f32)
     }
 
     /// Every layer's backward pass, last to first. Expects dlogits in the logits buffer.
-    fn backward(&mut self) {
+    fn backward(&mut self) -> Result<()> {
         debug_assert!(self.have_dlogits, "backward needs dlogits from forward_backward");
         let cfg = self.config;
         let (b, t) = self.batch;
         let (c, l_count, nh, vp) = (cfg.channels, cfg.num_layers, cfg.num_heads, cfg.padded_vocab_size);
-        let btc = b * t * c;
-        let act_sizes = ActTensors::sizes(&cfg, b, t);
-        let p = self.param_sizes.split(&self.params);
-        let g = self.param_sizes.split_mut(&mut self.grads);
-        let a = act_sizes.split(&self.acts);
+        let (bt, btc) = (b * t, b * t * c);
+        let p = self.param_sizes.tensors(Buf::Params);
+        let g = self.param_sizes.tensors(Buf::Grads);
+        let a = self.acts(Buf::Acts);
+        let d = self.acts(Buf::GradActs);
+        let be = &mut *self.backend;
         // Activation gradients accumulate (the residual stream gets two contributions), so start from zero.
-        self.grad_acts[..act_sizes.total()].fill(0.0);
-        let d = act_sizes.split_mut(&mut self.grad_acts);
+        be.zero(Tensor { buf: Buf::GradActs, offset: 0, len: d.losses.offset + d.losses.len })?;
 
-        matmul_backward(d.lnf, g.wte, None, a.logits, a.lnf, p.wte, b, t, c, vp);
-        let last_residual = layer(a.residual3, l_count - 1, btc);
-        let dlast_residual = layer_mut(d.residual3, l_count - 1, btc);
-        layernorm_backward(
+        be.matmul_backward(d.lnf, g.wte, None, a.logits, a.lnf, p.wte, b, t, c, vp)?;
+        let last_residual = a.residual3.layer(l_count - 1, btc);
+        let dlast_residual = d.residual3.layer(l_count - 1, btc);
+        be.layernorm_backward(
             dlast_residual,
             g.lnfw,
             g.lnfb,
@@ -324,87 +366,92 @@ impl GPT2 {
             b,
             t,
             c,
-        );
+        )?;
 
         for l in (0..l_count).rev() {
             // This layer's parameters, their gradients, its saved activations, and their gradients.
-            let (ln1w, ln2w) = (layer(p.ln1w, l, c), layer(p.ln2w, l, c));
-            let qkvw = layer(p.qkvw, l, 3 * c * c);
-            let attprojw = layer(p.attprojw, l, c * c);
-            let fcw = layer(p.fcw, l, 4 * c * c);
-            let fcprojw = layer(p.fcprojw, l, 4 * c * c);
-            let dln1w = layer_mut(g.ln1w, l, c);
-            let dln1b = layer_mut(g.ln1b, l, c);
-            let dqkvw = layer_mut(g.qkvw, l, 3 * c * c);
-            let dqkvb = layer_mut(g.qkvb, l, 3 * c);
-            let dattprojw = layer_mut(g.attprojw, l, c * c);
-            let dattprojb = layer_mut(g.attprojb, l, c);
-            let dln2w = layer_mut(g.ln2w, l, c);
-            let dln2b = layer_mut(g.ln2b, l, c);
-            let dfcw = layer_mut(g.fcw, l, 4 * c * c);
-            let dfcb = layer_mut(g.fcb, l, 4 * c);
-            let dfcprojw = layer_mut(g.fcprojw, l, 4 * c * c);
-            let dfcprojb = layer_mut(g.fcprojb, l, c);
+            let (ln1w, ln2w) = (p.ln1w.layer(l, c), p.ln2w.layer(l, c));
+            let qkvw = p.qkvw.layer(l, 3 * c * c);
+            let attprojw = p.attprojw.layer(l, c * c);
+            let fcw = p.fcw.layer(l, 4 * c * c);
+            let fcprojw = p.fcprojw.layer(l, 4 * c * c);
+            let (dln1w, dln1b) = (g.ln1w.layer(l, c), g.ln1b.layer(l, c));
+            let (dqkvw, dqkvb) = (g.qkvw.layer(l, 3 * c * c), g.qkvb.layer(l, 3 * c));
+            let (dattprojw, dattprojb) = (g.attprojw.layer(l, c * c), g.attprojb.layer(l, c));
+            let (dln2w, dln2b) = (g.ln2w.layer(l, c), g.ln2b.layer(l, c));
+            let (dfcw, dfcb) = (g.fcw.layer(l, 4 * c * c), g.fcb.layer(l, 4 * c));
+            let (dfcprojw, dfcprojb) = (g.fcprojw.layer(l, 4 * c * c), g.fcprojb.layer(l, c));
 
-            let residual = if l == 0 { a.encoded } else { layer(a.residual3, l - 1, btc) };
-            let ln1 = layer(a.ln1, l, btc);
-            let (ln1_mean, ln1_rstd) = (layer(a.ln1_mean, l, b * t), layer(a.ln1_rstd, l, b * t));
-            let qkv = layer(a.qkv, l, 3 * btc);
-            let atty = layer(a.atty, l, btc);
-            let lse = layer(a.att_lse, l, b * t * nh);
-            let residual2 = layer(a.residual2, l, btc);
-            let ln2 = layer(a.ln2, l, btc);
-            let (ln2_mean, ln2_rstd) = (layer(a.ln2_mean, l, b * t), layer(a.ln2_rstd, l, b * t));
-            let fch = layer(a.fch, l, 4 * btc);
-            let fch_gelu = layer(a.fch_gelu, l, 4 * btc);
+            let residual = if l == 0 { a.encoded } else { a.residual3.layer(l - 1, btc) };
+            let ln1 = a.ln1.layer(l, btc);
+            let (ln1_mean, ln1_rstd) = (a.ln1_mean.layer(l, bt), a.ln1_rstd.layer(l, bt));
+            let qkv = a.qkv.layer(l, 3 * btc);
+            let atty = a.atty.layer(l, btc);
+            let lse = a.att_lse.layer(l, bt * nh);
+            let residual2 = a.residual2.layer(l, btc);
+            let ln2 = a.ln2.layer(l, btc);
+            let (ln2_mean, ln2_rstd) = (a.ln2_mean.layer(l, bt), a.ln2_rstd.layer(l, bt));
+            let fch = a.fch.layer(l, 4 * btc);
+            let fch_gelu = a.fch_gelu.layer(l, 4 * btc);
 
-            // dresidual3[l] is read while the block's input gradient (dresidual3[l - 1] or dencoded) is written.
-            let (dprev, dcur) = d.residual3.split_at_mut(l * btc);
-            let dresidual3 = &dcur[..btc];
-            let dresidual = if l == 0 { &mut *d.encoded } else { layer_mut(dprev, l - 1, btc) };
-            let dresidual2 = layer_mut(d.residual2, l, btc);
-            let dfcproj = layer_mut(d.fcproj, l, btc);
-            let dfch_gelu = layer_mut(d.fch_gelu, l, 4 * btc);
-            let dfch = layer_mut(d.fch, l, 4 * btc);
-            let dln2 = layer_mut(d.ln2, l, btc);
-            let dattproj = layer_mut(d.attproj, l, btc);
-            let datty = layer_mut(d.atty, l, btc);
-            let dqkv = layer_mut(d.qkv, l, 3 * btc);
-            let dln1 = layer_mut(d.ln1, l, btc);
+            let dresidual3 = d.residual3.layer(l, btc);
+            // The block's input gradient: of the embeddings for the first block, of the previous block's output after.
+            let dresidual = if l == 0 { d.encoded } else { d.residual3.layer(l - 1, btc) };
+            let dresidual2 = d.residual2.layer(l, btc);
+            let dfcproj = d.fcproj.layer(l, btc);
+            let dfch_gelu = d.fch_gelu.layer(l, 4 * btc);
+            let dfch = d.fch.layer(l, 4 * btc);
+            let dln2 = d.ln2.layer(l, btc);
+            let dattproj = d.attproj.layer(l, btc);
+            let datty = d.atty.layer(l, btc);
+            let dqkv = d.qkv.layer(l, 3 * btc);
+            let dln1 = d.ln1.layer(l, btc);
 
             // The forward pass in reverse: MLP, then attention, each ending in its residual branch.
-            residual_backward(dresidual2, dfcproj, dresidual3, btc);
-            matmul_backward(dfch_gelu, dfcprojw, Some(dfcprojb), dfcproj, fch_gelu, fcprojw, b, t, 4 * c, c);
-            gelu_backward(dfch, fch, dfch_gelu, 4 * btc);
-            matmul_backward(dln2, dfcw, Some(dfcb), dfch, ln2, fcw, b, t, c, 4 * c);
-            layernorm_backward(dresidual2, dln2w, dln2b, dln2, residual2, ln2w, ln2_mean, ln2_rstd, b, t, c);
-            residual_backward(dresidual, dattproj, dresidual2, btc);
-            matmul_backward(datty, dattprojw, Some(dattprojb), dattproj, atty, attprojw, b, t, c, c);
-            attention_backward(dqkv, datty, qkv, atty, lse, b, t, c, nh);
-            matmul_backward(dln1, dqkvw, Some(dqkvb), dqkv, ln1, qkvw, b, t, c, 3 * c);
-            layernorm_backward(dresidual, dln1w, dln1b, dln1, residual, ln1w, ln1_mean, ln1_rstd, b, t, c);
+            be.residual_backward(dresidual2, dfcproj, dresidual3, btc)?;
+            be.matmul_backward(dfch_gelu, dfcprojw, Some(dfcprojb), dfcproj, fch_gelu, fcprojw, b, t, 4 * c, c)?;
+            be.gelu_backward(dfch, fch, dfch_gelu, 4 * btc)?;
+            be.matmul_backward(dln2, dfcw, Some(dfcb), dfch, ln2, fcw, b, t, c, 4 * c)?;
+            be.layernorm_backward(dresidual2, dln2w, dln2b, dln2, residual2, ln2w, ln2_mean, ln2_rstd, b, t, c)?;
+            be.residual_backward(dresidual, dattproj, dresidual2, btc)?;
+            be.matmul_backward(datty, dattprojw, Some(dattprojb), dattproj, atty, attprojw, b, t, c, c)?;
+            be.attention_backward(dqkv, datty, qkv, atty, lse, b, t, c, nh)?;
+            be.matmul_backward(dln1, dqkvw, Some(dqkvb), dqkv, ln1, qkvw, b, t, c, 3 * c)?;
+            be.layernorm_backward(dresidual, dln1w, dln1b, dln1, residual, ln1w, ln1_mean, ln1_rstd, b, t, c)?;
         }
-        encoder_backward(g.wte, g.wpe, d.encoded, &self.inputs, b, t, c);
+        be.encoder_backward(g.wte, g.wpe, d.encoded, b, t, c)
+    }
+
+    /// The whole gradient buffer as one tensor.
+    fn all_grads(&self) -> Tensor {
+        Tensor { buf: Buf::Grads, offset: 0, len: self.num_parameters() }
     }
 
     /// Sets every parameter gradient to zero.
-    pub fn zero_grad(&mut self) {
-        self.grads.fill(0.0);
+    pub fn zero_grad(&mut self) -> Result<()> {
+        let grads = self.all_grads();
+        self.backend.zero(grads)
     }
 
     /// sqrt of the sum of all squared gradients.
-    pub fn grad_norm(&self) -> f32 {
-        global_norm_squared(&self.grads).sqrt() as f32
+    pub fn grad_norm(&mut self) -> Result<f32> {
+        let grads = self.all_grads();
+        Ok(self.backend.global_norm_squared(grads)?.sqrt() as f32)
     }
 
     /// One AdamW update (`step` counts from 1) with gradients multiplied by `grad_scale` (clipping).
     /// Weight decay applies to the weight matrices only.
-    pub fn update(&mut self, adamw: &AdamWConfig, lr: f32, grad_scale: f32, step: u32) {
-        if self.m.is_empty() {
-            self.m = vec![0.0; self.params.len()];
-            self.v = vec![0.0; self.params.len()];
+    pub fn update(&mut self, adamw: &AdamWConfig, lr: f32, grad_scale: f32, step: u32) -> Result<()> {
+        let n = self.num_parameters();
+        if !self.have_optimizer_state {
+            // A fresh buffer reads as zero: AdamW's moments start there.
+            self.backend.reserve(Buf::AdamM, n)?;
+            self.backend.reserve(Buf::AdamV, n)?;
+            self.have_optimizer_state = true;
         }
-        for (i, range) in self.param_sizes.ranges().enumerate() {
+        let tensors = [Buf::Params, Buf::Grads, Buf::AdamM, Buf::AdamV].map(|buf| self.param_sizes.tensors(buf));
+        let [params, grads, m, v] = tensors.map(|t| t.into_vec());
+        for (i, (((p, g), m), v)) in params.into_iter().zip(grads).zip(m).zip(v).enumerate() {
             let weight_decay = if ParamTensors::<usize>::is_matrix(i) { adamw.weight_decay } else { 0.0 };
             let hp = AdamWStep {
                 lr,
@@ -415,13 +462,8 @@ impl GPT2 {
                 grad_scale,
                 step,
             };
-            adamw_update(
-                &mut self.params[range.clone()],
-                &self.grads[range.clone()],
-                &mut self.m[range.clone()],
-                &mut self.v[range],
-                &hp,
-            );
+            self.backend.adamw_update(p, g, m, v, &hp)?;
         }
+        Ok(())
     }
 }

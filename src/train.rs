@@ -124,18 +124,19 @@ pub fn evaluate(model: &mut GPT2, loader: &mut DataLoader, batches: usize) -> Re
 /// Generates `count` tokens after `prompt` by sampling from the softmax of the model's next-token logits
 /// (temperature 1). The context is cut to the last `max_context` tokens.
 pub fn generate(model: &mut GPT2, prompt: &[u32], count: usize, max_context: usize, rng: &mut Rng) -> Result<Vec<u32>> {
-    let (v, vp) = (model.config.vocab_size, model.config.padded_vocab_size);
+    let v = model.config.vocab_size;
     let max_context = max_context.min(model.config.max_seq_len).max(1);
     let mut tokens = prompt.to_vec();
+    let mut logits = vec![0.0f32; v];
     let mut probs = vec![0.0f32; v];
     for _ in 0..count {
         let context = &tokens[tokens.len().saturating_sub(max_context)..];
         let t = context.len();
         model.forward(context, None, 1, t)?;
-        let logits = &model.logits()[(t - 1) * vp..][..v];
+        model.read_logits_row(t - 1, &mut logits)?;
         let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut sum = 0.0f32;
-        for (p, &x) in probs.iter_mut().zip(logits) {
+        for (p, &x) in probs.iter_mut().zip(&logits) {
             *p = (x - max).exp();
             sum += *p;
         }
@@ -194,12 +195,12 @@ pub fn train(
         }
 
         let start = Instant::now();
-        model.zero_grad();
+        model.zero_grad()?;
         let (inputs, targets) = train.next_batch();
         let train_loss = model.forward_backward(inputs, targets, b, t)?;
-        let grad_norm = model.grad_norm();
+        let grad_norm = model.grad_norm()?;
         let lr = learning_rate(step, opts.steps, opts.lr, opts.warmup, opts.lr_final_frac);
-        model.update(&opts.adamw, lr, clip_scale(grad_norm, opts.grad_clip), step as u32 + 1);
+        model.update(&opts.adamw, lr, clip_scale(grad_norm, opts.grad_clip), step as u32 + 1)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         if step > 0 {
             timed_ms += ms;

@@ -119,7 +119,7 @@ fn small_config() -> GPT2Config {
 fn write_small_model(dir: &Path) -> PathBuf {
     let path = dir.join("model_in.bin");
     let model = GPT2::random(small_config(), 42).unwrap();
-    write_model(&path, &model.config, &model.params, ModelDtype::F32).unwrap();
+    write_model(&path, &model.config, &model.params().unwrap(), ModelDtype::F32).unwrap();
     path
 }
 
@@ -199,6 +199,8 @@ fn tiny_run_on_built_in_data_prints_device_model_steps_and_a_sample() {
     assert_success(&out);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert!(lines[0].starts_with("device: cpu"), "first line should be the device: {}", lines[0]);
+    #[cfg(not(feature = "cuda"))]
+    assert!(lines[0].contains("auto: this build has no CUDA kernels"), "and why auto chose it: {}", lines[0]);
 
     let config = GPT2Config {
         max_seq_len: 1024,
@@ -267,7 +269,7 @@ fn out_dir_gets_a_model_bin_with_the_run_config() {
     assert_eq!(params.len(), expected.num_parameters());
     assert!(params.iter().all(|p| p.is_finite()), "trained parameters should be finite");
     let init = GPT2::random(expected, 1337).unwrap();
-    assert_ne!(params, init.params, "model.bin should hold the trained, not the initial, parameters");
+    assert_ne!(params, init.params().unwrap(), "model.bin should hold the trained, not the initial, parameters");
 }
 
 #[test]
@@ -300,7 +302,7 @@ fn bf16_checkpoint_trains() {
     let dir = TempDir::new().unwrap();
     let model = dir.path().join("model_bf16.bin");
     let init = GPT2::random(small_config(), 42).unwrap();
-    write_model(&model, &init.config, &init.params, ModelDtype::Bf16).unwrap();
+    write_model(&model, &init.config, &init.params().unwrap(), ModelDtype::Bf16).unwrap();
     let out = run_from_checkpoint(dir.path(), &model);
     assert_success(&out);
     assert!(out.stdout.contains("V=300 Vp=384"), "the checkpoint's shape should be used:\n{}", out.stdout);
@@ -674,9 +676,16 @@ fn zero_layers_is_refused() {
     assert_error(&run(tiny(&[("--layers", "0")])), &["num_layers", "found 0"]);
 }
 
+#[cfg(not(feature = "cuda"))]
 #[test]
-fn device_cuda_says_this_build_has_no_gpu_backend() {
-    assert_error(&run(tiny(&[("--device", "cuda")])), &["--device", "cuda", "no GPU backend"]);
+fn device_cuda_in_a_build_without_kernels_says_how_to_get_them() {
+    assert_error(&run(tiny(&[("--device", "cuda")])), &["--device", "cuda", "no CUDA kernels", "--features cuda"]);
+}
+
+#[cfg(not(feature = "emu"))]
+#[test]
+fn device_emu_in_a_build_without_the_emulator_says_how_to_get_it() {
+    assert_error(&run(tiny(&[("--device", "emu")])), &["--device", "emu", "no emulator", "--features emu"]);
 }
 
 #[test]

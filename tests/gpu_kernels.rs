@@ -398,3 +398,142 @@ fn the_emulator_reports_a_block_that_is_not_whole_warps_with_kernel_block_thread
     // The emulator stays usable: the same launch with whole warps succeeds.
     d.launch("layernorm_forward", (1, 1, 1), (64, 1, 1), 0, &args).unwrap();
 }
+
+/// End to end: a model small enough for the emulator, with odd sizes everywhere (NH 3, HS 16, a vocabulary of 97
+/// that pads to 128, T 13 < maxT 16).
+fn end_to_end_config() -> llmrs::GPT2Config {
+    llmrs::GPT2Config {
+        max_seq_len: 16,
+        vocab_size: 97,
+        padded_vocab_size: llmrs::config::padded_vocab(97),
+        num_layers: 2,
+        num_heads: 3,
+        channels: 48,
+    }
+}
+
+/// Train and val losses must agree this closely at every step (issue: "within 1e-4 of the CPU path's losses").
+const LOSS_TOLERANCE: f32 = 1e-4;
+
+gpu_test! {
+    fn the_model_trains_on_the_gpu_backend_as_on_the_cpu() {
+        use llmrs::gpu::backend::GpuBackend;
+        use llmrs::model::{AdamWConfig, GPT2};
+        let config = end_to_end_config();
+        let (b, t) = (3, 13);
+        let params = GPT2::init_params(&config, 7).unwrap();
+        let mut cpu_model = GPT2::new(config, params.clone()).unwrap();
+        let mut gpu_model =
+            GPT2::with_backend(config, params, Box::new(GpuBackend::new(driver()).unwrap())).unwrap();
+        let adamw = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+        let mut rng = Rng::new(11);
+        let mut max_loss_err = 0.0f32;
+        // 12 steps, the first 4 warming up, a clip low enough that some steps are clipped.
+        for step in 0..12u32 {
+            let batch = tokens(&mut rng, b * t + 1, config.vocab_size);
+            let (inputs, targets) = (&batch[..b * t], &batch[1..]);
+            let lr = 1e-2 * (step + 1).min(4) as f32 / 4.0;
+            let mut losses = [0.0f32; 2];
+            let mut norms = [0.0f32; 2];
+            for (i, model) in [&mut cpu_model, &mut gpu_model].into_iter().enumerate() {
+                model.zero_grad().unwrap();
+                losses[i] = model.forward_backward(inputs, targets, b, t).unwrap();
+                norms[i] = model.grad_norm().unwrap();
+                let scale = llmrs::cpu::global_norm::clip_scale(norms[i], 1.0);
+                model.update(&adamw, lr, scale, step + 1).unwrap();
+            }
+            let err = (losses[0] - losses[1]).abs();
+            max_loss_err = max_loss_err.max(err);
+            assert!(err <= LOSS_TOLERANCE, "step {step}: gpu loss {} vs cpu {}", losses[1], losses[0]);
+            assert!(
+                (norms[0] - norms[1]).abs() <= 1e-4 * norms[0],
+                "step {step}: gpu grad norm {} vs cpu {}",
+                norms[1],
+                norms[0]
+            );
+            // Evaluation and sampling read the logits of a forward pass without targets.
+            if step % 4 == 3 {
+                let (cpu_logits, gpu_logits) = [&mut cpu_model, &mut gpu_model].map(|m| {
+                    m.forward(inputs, None, b, t).unwrap();
+                    m.logits().unwrap()
+                }).into();
+                let err = cpu_logits.iter().zip(&gpu_logits).map(|(c, g)| (c - g).abs()).fold(0.0f32, f32::max);
+                eprintln!("max |gpu - cpu| logits after step {step}: {err:e}");
+                assert!(err <= 1e-3, "step {step}: logits differ by {err}");
+            }
+        }
+        eprintln!("max |gpu - cpu| train loss over 12 steps: {max_loss_err:e}");
+        let (cpu_params, gpu_params) = (cpu_model.params().unwrap(), gpu_model.params().unwrap());
+        let err = cpu_params.iter().zip(&gpu_params).map(|(c, g)| (c - g).abs()).fold(0.0f32, f32::max);
+        eprintln!("max |gpu - cpu| parameters after 12 steps: {err:e}");
+        // AdamW moves a parameter by up to lr whatever its gradient's size, so a gradient near zero whose sign
+        // depends on summation order moves it by a visible fraction of lr on one side only: allow lr / 10.
+        assert!(err <= 1e-3, "parameters differ by {err} after 12 steps (lr 1e-2)");
+    }
+}
+
+/// The trainer itself, through its command line: the same run on `device` and on the CPU.
+fn run_trainer(device: &str, dir: &std::path::Path, train: &std::path::Path, val: &std::path::Path) -> String {
+    // gpu_check.sh runs this binary on another machine, where cargo's build path does not exist.
+    let exe = std::env::var_os("LLMRS_TRAIN_GPT2").unwrap_or_else(|| env!("CARGO_BIN_EXE_train_gpt2").into());
+    let out = std::process::Command::new(exe)
+        .args(["--device", device, "--train-data"])
+        .arg(train)
+        .arg("--val-data")
+        .arg(val)
+        .args(["--layers", "2", "--heads", "3", "--channels", "48", "--max-seq-len", "16", "--vocab-size", "97"])
+        .args(["-b", "3", "-t", "13", "--steps", "10", "--val-every", "5", "--val-batches", "2", "--lr", "3e-3"])
+        .args(["--threads", "2", "--out"])
+        .arg(dir.join(device))
+        .output()
+        .expect("the trainer runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{device} run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// (train losses, val losses) from a run's metrics.jsonl.
+fn read_losses(path: &std::path::Path) -> (Vec<f32>, Vec<f32>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(loss) = record.get("train_loss") {
+            train.push(loss.as_f64().unwrap() as f32);
+        }
+        if let Some(loss) = record.get("val_loss") {
+            val.push(loss.as_f64().unwrap() as f32);
+        }
+    }
+    (train, val)
+}
+
+gpu_test! {
+    fn train_gpt2_on_the_gpu_device_matches_the_cpu_for_10_steps() {
+        let device = if cfg!(feature = "emu") { "emu" } else { "cuda" };
+        let dir = tempfile::TempDir::new().unwrap();
+        // A pattern the model can learn, so the losses move and the comparison covers real updates.
+        let shard = |name: &str, n: usize, offset: usize| {
+            let path = dir.path().join(name);
+            let tokens: Vec<u16> = (offset..offset + n).map(|i| ((i * 7 + i / 5) % 97) as u16).collect();
+            llmrs::data::write_shard(&path, &tokens).unwrap();
+            path
+        };
+        let (train, val) = (shard("train.bin", 2000, 0), shard("val.bin", 500, 3));
+        let stdout = run_trainer(device, dir.path(), &train, &val);
+        let first = stdout.lines().next().unwrap_or_default();
+        assert!(first.starts_with(&format!("device: {device}")), "the first line names the device: {first}");
+        run_trainer("cpu", dir.path(), &train, &val);
+        let (gpu_train, gpu_val) = read_losses(&dir.path().join(device).join("metrics.jsonl"));
+        let (cpu_train, cpu_val) = read_losses(&dir.path().join("cpu").join("metrics.jsonl"));
+        assert_eq!((gpu_train.len(), gpu_val.len()), (10, 3), "10 steps and 3 evaluations");
+        assert_eq!((cpu_train.len(), cpu_val.len()), (10, 3));
+        let pairs = gpu_train.iter().zip(&cpu_train).chain(gpu_val.iter().zip(&cpu_val));
+        let err = pairs.clone().map(|(g, c)| (g - c).abs()).fold(0.0f32, f32::max);
+        eprintln!("max |gpu - cpu| trainer losses over 10 steps: {err:e}");
+        for (g, c) in pairs {
+            assert!((g - c).abs() <= LOSS_TOLERANCE, "loss {g} on {device} vs {c} on the cpu\n{stdout}");
+        }
+        assert!(cpu_train[9] < cpu_train[0], "the run should learn something: {cpu_train:?}");
+    }
+}

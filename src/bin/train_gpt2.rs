@@ -2,6 +2,7 @@
 //! generated stories, on the CPU, and prints losses and samples as it goes.
 
 use clap::{Parser, ValueEnum};
+use llmrs::backend::Backend;
 use llmrs::checkpoint::{read_model, read_model_header, write_model, ModelDtype};
 use llmrs::config::{GPT2Config, PRESETS};
 use llmrs::corpus;
@@ -20,11 +21,13 @@ const BUILTIN_VAL_EVERY: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Device {
-    /// CUDA when this build has a GPU backend and a GPU is present, otherwise the CPU.
+    /// CUDA when this build has kernels (feature `cuda`) and a GPU is present, otherwise the CPU.
     Auto,
     Cpu,
-    /// An NVIDIA GPU (not in this build yet).
+    /// GPU 0 (a build with feature `cuda`).
     Cuda,
+    /// The CUDA kernels run on the CPU by the emulator (a build with feature `emu`; slow, for checking kernels).
+    Emu,
 }
 
 /// Train GPT-2 from scratch (or from an llm.c checkpoint) on llm.c token shards.
@@ -229,31 +232,64 @@ fn resolve_model(args: &Args) -> Result<(GPT2Config, ModelSource<'_>)> {
     Ok((config, ModelSource::Checkpoint(path)))
 }
 
-fn build_model(source: ModelSource, seed: u64) -> Result<GPT2> {
-    match source {
-        ModelSource::Random(config) => GPT2::random(config, seed),
-        ModelSource::Checkpoint(path) => {
-            let (config, params) = read_model(path)?;
-            GPT2::new(config, params)
-        }
-    }
+fn build_model(source: ModelSource, seed: u64, backend: Box<dyn Backend>) -> Result<GPT2> {
+    let (config, params) = match source {
+        ModelSource::Random(config) => (config, GPT2::init_params(&config, seed)?),
+        ModelSource::Checkpoint(path) => read_model(path)?,
+    };
+    GPT2::with_backend(config, params, backend)
 }
 
-/// Memory this machine can still give (Linux's MemAvailable), or None where that cannot be read.
-fn available_memory() -> Option<usize> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+/// The GPU backend on GPU 0.
+#[cfg(feature = "cuda")]
+fn cuda_backend() -> Result<Box<dyn Backend>> {
+    let driver = std::rc::Rc::new(llmrs::gpu::cuda::CudaDriver::new(0)?);
+    Ok(Box::new(llmrs::gpu::backend::GpuBackend::new(driver)?))
 }
 
-/// Refuses a plan larger than the memory available, before allocating any of it.
-fn check_memory(plan: &MemoryPlan) -> Result<()> {
-    match available_memory() {
+#[cfg(not(feature = "cuda"))]
+fn cuda_backend() -> Result<Box<dyn Backend>> {
+    Err(Error::config(
+        "--device",
+        "cuda: this build has no CUDA kernels; rebuild with `cargo build --release --features cuda` (needs nvcc, \
+         see the README) or use --device cpu",
+    ))
+}
+
+#[cfg(feature = "emu")]
+fn emu_backend() -> Result<Box<dyn Backend>> {
+    let driver = std::rc::Rc::new(llmrs::gpu::emu::EmuDriver::new());
+    Ok(Box::new(llmrs::gpu::backend::GpuBackend::new(driver)?))
+}
+
+#[cfg(not(feature = "emu"))]
+fn emu_backend() -> Result<Box<dyn Backend>> {
+    Err(Error::config("--device", "emu: this build has no emulator; rebuild with `--features emu`"))
+}
+
+/// The backend `device` asks for, and for `auto` a word on why it was chosen.
+fn open_backend(device: Device) -> Result<(Box<dyn Backend>, String)> {
+    let cpu = || Box::new(llmrs::cpu::backend::CpuBackend::new()) as Box<dyn Backend>;
+    Ok(match device {
+        Device::Cpu => (cpu(), String::new()),
+        Device::Cuda => (cuda_backend()?, String::new()),
+        Device::Emu => (emu_backend()?, String::new()),
+        Device::Auto if cfg!(feature = "cuda") => match cuda_backend() {
+            Ok(backend) => (backend, " | auto: found a GPU".to_string()),
+            Err(e) => (cpu(), format!(" | auto: no usable GPU ({e})")),
+        },
+        Device::Auto => (cpu(), " | auto: this build has no CUDA kernels".to_string()),
+    })
+}
+
+/// Refuses a plan larger than the memory `backend` has available, before allocating any of it.
+fn check_memory(plan: &MemoryPlan, backend: &dyn Backend) -> Result<()> {
+    match backend.memory_available() {
         Some(available) if plan.total() > available => Err(Error::OutOfMemory(format!(
-            "training needs {plan}, but only {:.0} MiB is available; try a smaller --batch-size or --seq-len, \
-                 or a smaller model",
-            available as f64 / (1024.0 * 1024.0)
+            "training needs {plan}, but only {:.0} MiB is available on {}; try a smaller --batch-size or \
+                 --seq-len, or a smaller model",
+            available as f64 / (1024.0 * 1024.0),
+            backend.name()
         ))),
         _ => Ok(()),
     }
@@ -302,23 +338,14 @@ fn check_vocab(loader: &DataLoader, config: &GPT2Config, flag: &str) -> Result<(
 
 fn run(args: &Args) -> Result<()> {
     check_flags(args)?;
-    let device = match args.device {
-        Device::Cuda => {
-            return Err(Error::config(
-                "--device",
-                "cuda: this build has no GPU backend yet; use --device cpu (or auto)",
-            ))
-        }
-        Device::Auto => "cpu (auto: no GPU backend in this build)",
-        Device::Cpu => "cpu",
-    };
     if let Some(threads) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
             .map_err(|e| Error::config("--threads", e.to_string()))?;
     }
-    say!("device: {device}, {} threads", rayon::current_num_threads());
+    let (backend, why) = open_backend(args.device)?;
+    say!("device: {}{why}", backend.name());
 
     let (cfg, source) = resolve_model(args)?;
     if args.seq_len > cfg.max_seq_len {
@@ -330,7 +357,7 @@ fn run(args: &Args) -> Result<()> {
     // B*T must fit an i32 before the plan multiplies it by the model's sizes.
     llmrs::data::check_sizes(args.batch_size, args.seq_len)?;
     let plan = MemoryPlan::new(&cfg, args.batch_size, args.seq_len);
-    check_memory(&plan)?;
+    check_memory(&plan, &*backend)?;
     let shuffle = (!args.no_shuffle).then_some(args.seed);
     let (mut train_loader, mut val_loader) = load_data(args, shuffle)?;
     let train_flag = match args.train_data {
@@ -361,7 +388,7 @@ fn run(args: &Args) -> Result<()> {
         None if cfg.vocab_size == llmrs::config::GPT2_VOCAB_SIZE => Some(Tokenizer::gpt2()?),
         None => None,
     };
-    let mut model = build_model(source, args.seed)?;
+    let mut model = build_model(source, args.seed, backend)?;
     let val_batches = val_loader.as_ref().map_or(0, |v| args.val_batches.min(v.batches_per_epoch()));
 
     say!(
@@ -448,7 +475,7 @@ fn run(args: &Args) -> Result<()> {
     say!("done: {} steps, {:.0} tokens/s on average", steps, summary.tokens_per_sec);
     if let Some(dir) = &args.out {
         let path = dir.join("model.bin");
-        write_model(&path, &cfg, &model.params, ModelDtype::F32)?;
+        write_model(&path, &cfg, &model.params()?, ModelDtype::F32)?;
         say!("wrote {} and {}", path.display(), dir.join("metrics.jsonl").display());
     }
     Ok(())

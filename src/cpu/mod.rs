@@ -8,6 +8,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod backend;
 pub mod classifier;
 pub mod encoder;
 pub mod gelu;

@@ -96,6 +96,10 @@ impl Driver for CudaDriver {
         self.name.clone()
     }
 
+    fn memory_available(&self) -> Option<usize> {
+        result::mem_get_info().ok().map(|(free, _total)| free)
+    }
+
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
         // SAFETY: plain allocation in the current context.
         unsafe { result::malloc_sync(bytes.max(1)) }.map_err(|e| match e.0 {

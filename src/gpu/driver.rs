@@ -38,6 +38,8 @@ pub type Dim3 = (u32, u32, u32);
 pub trait Driver {
     /// "cuda (NVIDIA H200, sm_90)", "emu (kernels on the CPU)", for messages.
     fn name(&self) -> String;
+    /// Free device memory in bytes, or None where the driver cannot tell.
+    fn memory_available(&self) -> Option<usize>;
     /// `bytes` of device memory. The emulator fills fresh memory with NaN bytes so reads of unwritten memory show.
     fn alloc(&self, bytes: usize) -> Result<DevicePtr>;
     /// Frees memory from `alloc`.

@@ -63,6 +63,10 @@ impl Driver for EmuDriver {
         "emu (CUDA kernels on the CPU)".to_string()
     }
 
+    fn memory_available(&self) -> Option<usize> {
+        crate::cpu::backend::host_memory_available()
+    }
+
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
         let layout = Layout::from_size_align(bytes.max(1), ALIGN)
             .map_err(|e| Error::config("emu", format!("cannot allocate {bytes} bytes: {e}")))?;

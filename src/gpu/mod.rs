@@ -5,6 +5,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod backend;
 pub mod classifier;
 #[cfg(feature = "cuda")]
 pub mod cuda;

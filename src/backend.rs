@@ -1,0 +1,152 @@
+//! What the model needs from a place that computes: the flat buffers of `layout::Buf` and one method per layer.
+//!
+//! `model.rs` writes GPT-2's layer sequence once, in terms of `Tensor` handles (a buffer, an offset, a length);
+//! a backend owns the buffers and runs each layer on the tensors it is handed. Two backends exist: the CPU
+//! reference (`cpu::backend`, host memory, src/cpu) and the GPU (`gpu::backend`, device memory, kernels/*.cu through
+//! a driver: a real GPU or the emulator). Layer methods take the same arguments, in the same order, as the
+//! functions of src/cpu and src/gpu they call: outputs first, then inputs, then sizes (B, T, C, NH, V, Vp).
+//! Backward methods ACCUMULATE into their outputs, as the layers do.
+
+use crate::cpu::adamw::AdamWStep;
+use crate::error::Result;
+use crate::layout::{Buf, Tensor};
+
+#[allow(clippy::too_many_arguments)]
+pub trait Backend {
+    /// "cpu (2 threads)", "cuda (NVIDIA H200, sm_90)", ... for the trainer's first line.
+    fn name(&self) -> String;
+    /// Bytes the backend could still allocate (host memory for the CPU, free device memory for a GPU), or None
+    /// where that cannot be known; the trainer refuses a run that cannot fit before allocating any of it.
+    fn memory_available(&self) -> Option<usize>;
+
+    /// Makes `buf` at least `len` floats long. A buffer that grows loses its contents and reads as zero after.
+    fn reserve(&mut self, buf: Buf, len: usize) -> Result<()>;
+    /// Replaces `buf` with `data` (the CPU keeps the vector itself; a GPU copies it to the device).
+    fn load(&mut self, buf: Buf, data: Vec<f32>) -> Result<()>;
+    /// Copies `src` to the host.
+    fn read(&self, src: Tensor, dst: &mut [f32]) -> Result<()>;
+    /// Sets every element of `dst` to zero.
+    fn zero(&mut self, dst: Tensor) -> Result<()>;
+    /// The batch's token ids, (B, T) each, for the encoder (`inputs`) and the classifier (`targets`).
+    fn set_tokens(&mut self, inputs: &[u32], targets: Option<&[u32]>) -> Result<()>;
+
+    /// out (B, T, C) = wte[inputs] + wpe[t].
+    fn encoder_forward(&mut self, out: Tensor, wte: Tensor, wpe: Tensor, b: usize, t: usize, c: usize) -> Result<()>;
+    fn encoder_backward(
+        &mut self,
+        dwte: Tensor,
+        dwpe: Tensor,
+        dout: Tensor,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+    fn layernorm_forward(
+        &mut self,
+        out: Tensor,
+        mean: Tensor,
+        rstd: Tensor,
+        inp: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// residual = inp1 + inp2, then out = LayerNorm(residual).
+    fn fused_residual_layernorm_forward(
+        &mut self,
+        residual: Tensor,
+        out: Tensor,
+        mean: Tensor,
+        rstd: Tensor,
+        inp1: Tensor,
+        inp2: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+    fn layernorm_backward(
+        &mut self,
+        dinp: Tensor,
+        dweight: Tensor,
+        dbias: Tensor,
+        dout: Tensor,
+        inp: Tensor,
+        weight: Tensor,
+        mean: Tensor,
+        rstd: Tensor,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// out (B, T, OC) = inp (B, T, C) · weightᵀ (OC, C) + bias (OC).
+    fn matmul_forward(
+        &mut self,
+        out: Tensor,
+        inp: Tensor,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        b: usize,
+        t: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()>;
+    fn matmul_backward(
+        &mut self,
+        dinp: Tensor,
+        dweight: Tensor,
+        dbias: Option<Tensor>,
+        dout: Tensor,
+        inp: Tensor,
+        weight: Tensor,
+        b: usize,
+        t: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()>;
+    /// Causal self-attention: out (B, T, C) and lse (B, T, NH) from qkv (B, T, 3C).
+    fn attention_forward(
+        &mut self,
+        out: Tensor,
+        lse: Tensor,
+        qkv: Tensor,
+        b: usize,
+        t: usize,
+        c: usize,
+        nh: usize,
+    ) -> Result<()>;
+    fn attention_backward(
+        &mut self,
+        dqkv: Tensor,
+        dout: Tensor,
+        qkv: Tensor,
+        out: Tensor,
+        lse: Tensor,
+        b: usize,
+        t: usize,
+        c: usize,
+        nh: usize,
+    ) -> Result<()>;
+    fn gelu_forward(&mut self, out: Tensor, inp: Tensor, n: usize) -> Result<()>;
+    fn gelu_backward(&mut self, dinp: Tensor, inp: Tensor, dout: Tensor, n: usize) -> Result<()>;
+    fn residual_forward(&mut self, out: Tensor, inp1: Tensor, inp2: Tensor, n: usize) -> Result<()>;
+    fn residual_backward(&mut self, dinp1: Tensor, dinp2: Tensor, dout: Tensor, n: usize) -> Result<()>;
+    /// Softmax + cross-entropy of logits (B, T, Vp) against the targets into losses (B, T); with `dloss`, the
+    /// logits are overwritten by dloss · d(loss)/d(logits).
+    fn fused_classifier(
+        &mut self,
+        logits: Tensor,
+        losses: Tensor,
+        b: usize,
+        t: usize,
+        v: usize,
+        vp: usize,
+        dloss: Option<f32>,
+    ) -> Result<()>;
+    /// Σ grads², summed in f64 over fixed slices so the result does not depend on the thread count.
+    fn global_norm_squared(&mut self, grads: Tensor) -> Result<f64>;
+    fn adamw_update(&mut self, params: Tensor, grads: Tensor, m: Tensor, v: Tensor, hp: &AdamWStep) -> Result<()>;
+}
