@@ -2,8 +2,9 @@
 //!
 //! Parameters (and, with the same layout, gradients and AdamW's m and v) are one `Vec<f32>` in llm.c's checkpoint
 //! order, so a checkpoint is one read. Activations are a second flat buffer sized for one (B, T). A tensor is a view
-//! at an offset: `ParamTensors::sizes(config)` gives the lengths, `split`/`split_mut` cut a buffer into disjoint
-//! slices (safe Rust: the views borrow disjoint parts, so a layer can read one and write another).
+//! at an offset: `ParamTensors::sizes(config)` gives the lengths, `tensors(buf)` turns them into `Tensor` handles
+//! (buffer, offset, length) that the model hands to its backend, and `split`/`split_mut` cut a host buffer into
+//! disjoint slices (safe Rust: the views borrow disjoint parts, so a layer can read one and write another).
 
 use crate::config::GPT2Config;
 use std::ops::Range;
@@ -286,16 +287,6 @@ impl ActTensors<usize> {
             losses: bt,
         }
     }
-}
-
-/// Layer `l`'s slice of a tensor stacked over layers, each layer `per_layer` elements.
-pub fn layer<E>(stacked: &[E], l: usize, per_layer: usize) -> &[E] {
-    &stacked[l * per_layer..(l + 1) * per_layer]
-}
-
-/// Layer `l`'s mutable slice of a tensor stacked over layers, each layer `per_layer` elements.
-pub fn layer_mut<E>(stacked: &mut [E], l: usize, per_layer: usize) -> &mut [E] {
-    &mut stacked[l * per_layer..(l + 1) * per_layer]
 }
 
 #[cfg(test)]
