@@ -13,6 +13,25 @@ if [ ! -x "$dir/gpu_kernels" ]; then
     exit 2
 fi
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC') | $(nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not available')"
+# cuBLAS may live only in a Python environment's pip wheels (PyTorch's nvidia-cublas), which dlopen does not search:
+# add those directories when the system has no libcublas.
+if ! ldconfig -p 2>/dev/null | grep -q 'libcublas\.so'; then
+    for py in python3 python; do
+        command -v "$py" >/dev/null || continue
+        libs=$("$py" - <<'PY' 2>/dev/null
+import glob, os, site, sys
+roots = site.getsitepackages() + [site.getusersitepackages()] + sys.path
+dirs = {os.path.dirname(p) for r in roots for p in glob.glob(os.path.join(r, "nvidia", "**", "libcublas.so*"), recursive=True)}
+print(":".join(sorted(dirs)))
+PY
+)
+        if [ -n "$libs" ]; then
+            export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            echo "== cuBLAS from pip wheels: $libs"
+            break
+        fi
+    done
+fi
 printf '%-72s %-6s %-14s %8s\n' "test" "result" "max |err|" "ms"
 passed=0 failed=0
 # The kernel tests are marked ignored in a cuda-only build (so GPU-less machines report them as ignored). Tests of

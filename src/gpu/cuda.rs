@@ -62,7 +62,11 @@ impl CudaDriver {
         }
         // SAFETY: only probes for libcublas before its first use, as for libcuda above.
         if !unsafe { cublas::sys::is_culib_present() } {
-            return Err(Error::Cuda("no cuBLAS library (libcublas.so) on this machine; use --device cpu".to_string()));
+            return Err(Error::Cuda(
+                "no cuBLAS library (libcublas.so, .so.13 or .so.12) found; install the CUDA toolkit or add the \
+                 directory holding it (pip's nvidia-cublas wheels included) to LD_LIBRARY_PATH, or use --device cpu"
+                    .to_string(),
+            ));
         }
         let cublas = cublas::result::create_handle().map_err(|e| Error::Cuda(format!("cublasCreate: {e:?}")))?;
         Ok(CudaDriver {
