@@ -1,0 +1,35 @@
+//! `llmrs`: the tools around training (`train_gpt2` trains). One subcommand per job, each in its own file here;
+//! the work itself lives in the library so tests can call it directly.
+
+mod presets;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Tools around llmrs training runs: model presets, ...
+#[derive(Debug, Parser)]
+#[command(name = "llmrs", version, max_term_width = 110)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the model presets with their sizes and memory plans.
+    Presets(presets::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Presets(args) => presets::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
