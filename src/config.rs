@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 
 /// The shape of a GPT-2 model, the same six numbers an llm.c checkpoint header holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GPT2Config {
     /// maxT: the longest sequence the position table covers.
     pub max_seq_len: usize,

@@ -15,6 +15,7 @@ pub mod gpu;
 pub mod layout;
 pub mod model;
 pub mod rng;
+pub mod rundir;
 pub mod tokenizer;
 pub mod train;
 

@@ -179,6 +179,21 @@ impl GPT2 {
         Ok(Some((self.read_buf(Buf::AdamM)?, self.read_buf(Buf::AdamV)?)))
     }
 
+    /// Replaces AdamW's moments (from a training checkpoint), each `num_parameters()` long.
+    pub fn set_optimizer_state(&mut self, m: Vec<f32>, v: Vec<f32>) -> Result<()> {
+        let n = self.num_parameters();
+        if m.len() != n || v.len() != n {
+            return Err(Error::config(
+                "optimizer state",
+                format!("the model has {n} parameters, the state holds {} and {} moments", m.len(), v.len()),
+            ));
+        }
+        self.backend.load(Buf::AdamM, m)?;
+        self.backend.load(Buf::AdamV, v)?;
+        self.have_optimizer_state = true;
+        Ok(())
+    }
+
     /// The activation handles for the current (B, T).
     fn acts(&self, buf: Buf) -> ActTensors<Tensor> {
         let (b, t) = self.batch;

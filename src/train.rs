@@ -7,6 +7,7 @@ use crate::data::DataLoader;
 use crate::error::{Error, Result};
 use crate::model::{AdamWConfig, GPT2};
 use crate::rng::Rng;
+use crate::rundir::{self, TrainState};
 use crate::tokenizer::Tokenizer;
 use serde::Serialize;
 use std::fs::File;
@@ -39,6 +40,11 @@ pub struct TrainOptions {
     pub gen_tokens: usize,
     /// Seed for sampling.
     pub seed: u64,
+    /// Write a training checkpoint into the output directory every this many steps, and after the last
+    /// (0 = never).
+    pub checkpoint_every: usize,
+    /// Keep only the newest this many checkpoints (0 = all).
+    pub keep_checkpoints: usize,
 }
 
 /// llm.c's schedule: linear warmup over `warmup` steps, then cosine decay from `lr` to `lr * final_frac` at the
@@ -77,7 +83,22 @@ pub struct ValMetrics {
 pub enum Event<'a> {
     Step(&'a StepMetrics),
     Val(&'a ValMetrics),
-    Sample { step: usize, text: &'a str },
+    Sample {
+        step: usize,
+        text: &'a str,
+    },
+    /// A training checkpoint after `step` updates was written to `dir`.
+    Checkpoint {
+        step: usize,
+        dir: &'a Path,
+    },
+}
+
+/// One line of metrics.jsonl marking where a resumed run picked up.
+#[derive(Debug, Clone, Serialize)]
+struct ResumeRecord {
+    event: &'static str,
+    step: usize,
 }
 
 /// The outcome of a run.
@@ -96,8 +117,15 @@ struct MetricsFile {
 }
 
 impl MetricsFile {
-    fn create(path: PathBuf) -> Result<Self> {
-        let file = File::create(&path).map_err(|e| Error::io("cannot create", &path, e))?;
+    /// A new file, or with `append` the end of an existing one (a resumed run).
+    fn open(path: PathBuf, append: bool) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path)
+            .map_err(|e| Error::io("cannot create", &path, e))?;
         Ok(MetricsFile { path, out: BufWriter::new(file) })
     }
 
@@ -155,23 +183,43 @@ pub fn generate(model: &mut GPT2, prompt: &[u32], count: usize, max_context: usi
     Ok(tokens[prompt.len()..].to_vec())
 }
 
-/// Trains `model` for `opts.steps` AdamW steps on `train`, evaluating on `val` and sampling through `tokenizer`
-/// when given. Writes metrics.jsonl when `metrics` is a path.
+/// Trains `model` up to `opts.steps` AdamW steps on `train`, evaluating on `val` and sampling through `tokenizer`
+/// when given. With an output directory `out`, writes metrics.jsonl and checkpoints there (see `rundir`).
+/// With `resume` (read from a checkpoint whose parameters and moments the model and `train` already hold),
+/// continues from its step and appends to metrics.jsonl, dropping the records of the steps it redoes.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     model: &mut GPT2,
     train: &mut DataLoader,
     mut val: Option<&mut DataLoader>,
     tokenizer: Option<&Tokenizer>,
     opts: &TrainOptions,
-    metrics: Option<&Path>,
+    out: Option<&Path>,
+    resume: Option<&TrainState>,
     mut on_event: impl FnMut(Event),
 ) -> Result<Summary> {
     let (b, t) = (opts.batch_size, opts.seq_len);
-    let mut metrics = metrics.map(|p| MetricsFile::create(p.to_path_buf())).transpose()?;
-    let mut rng = Rng::new(opts.seed);
+    let first_step = resume.map_or(0, |r| r.step);
+    let mut metrics = match out {
+        Some(out) => {
+            let path = out.join("metrics.jsonl");
+            if resume.is_some() {
+                rundir::truncate_metrics(&path, first_step)?;
+            }
+            let mut metrics = MetricsFile::open(path, resume.is_some())?;
+            if resume.is_some() {
+                metrics.write(&ResumeRecord { event: "resume", step: first_step })?;
+            }
+            Some(metrics)
+        }
+        None => None,
+    };
+    let mut rng = Rng::new(resume.map_or(opts.seed, |r| r.rng));
+    let mut elapsed_s = resume.map_or(0.0, |r| r.elapsed_s);
     let mut summary = Summary::default();
     let mut timed_ms = 0.0f64;
-    for step in 0..=opts.steps {
+    let mut timed_steps = 0usize;
+    for step in first_step..=opts.steps {
         let last = step == opts.steps;
         if let Some(val) = val.as_deref_mut() {
             if opts.val_every > 0 && (step % opts.val_every == 0 || last) {
@@ -202,8 +250,11 @@ pub fn train(
         let lr = learning_rate(step, opts.steps, opts.lr, opts.warmup, opts.lr_final_frac);
         model.update(&opts.adamw, lr, clip_scale(grad_norm, opts.grad_clip), step as u32 + 1)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
-        if step > 0 {
+        elapsed_s += ms / 1e3;
+        // The first step of a session pays for allocations and warm-up: leave it out of the average.
+        if step > first_step {
             timed_ms += ms;
+            timed_steps += 1;
         }
         let record = StepMetrics { step, train_loss, lr, grad_norm, ms, tokens_per_sec: (b * t) as f64 / ms * 1e3 };
         summary.train_losses.push(train_loss);
@@ -211,9 +262,20 @@ pub fn train(
             m.write(&record)?;
         }
         on_event(Event::Step(&record));
+
+        let done = step + 1;
+        if let Some(out) = out {
+            if opts.checkpoint_every > 0 && (done % opts.checkpoint_every == 0 || done == opts.steps) {
+                let (m, v) = model.optimizer_state()?.expect("an update has run");
+                let state = TrainState { step: done, loader: train.state(), rng: rng.state, elapsed_s };
+                let dir = rundir::write_checkpoint(out, &model.config, &model.params()?, (&m, &v), &state)?;
+                rundir::prune_checkpoints(out, opts.keep_checkpoints)?;
+                on_event(Event::Checkpoint { step: done, dir: &dir });
+            }
+        }
     }
-    if opts.steps > 1 {
-        summary.tokens_per_sec = ((opts.steps - 1) * b * t) as f64 / timed_ms * 1e3;
+    if timed_steps > 0 {
+        summary.tokens_per_sec = (timed_steps * b * t) as f64 / timed_ms * 1e3;
     }
     Ok(summary)
 }

@@ -55,7 +55,7 @@ const TINY_RUN: &[(&str, &str)] = &[
 ];
 
 /// `base` as command-line words, with each flag of `changes` replacing the base's value or, when new, appended
-/// (clap refuses a flag given twice, so overriding must replace).
+/// (one value per flag, so a test's command line reads as what it runs).
 fn flags(base: &[&[(&str, &str)]], changes: &[(&str, &str)]) -> Vec<String> {
     let mut pairs: Vec<(String, String)> =
         base.iter().flat_map(|b| b.iter()).map(|&(f, v)| (f.to_string(), v.to_string())).collect();
@@ -728,4 +728,138 @@ fn a_run_larger_than_memory_is_refused_with_its_plan_before_allocating() {
     // 100k sequences of 1024 tokens need tens of terabytes of logits: more than any test machine has.
     let out = run(tiny(&[("--batch-size", "100000"), ("--seq-len", "1024"), ("--max-seq-len", "1024")]));
     assert_error(&out, &["not enough memory", "activations", "--batch-size"]);
+}
+
+/// A tiny run of 12 steps on the built-in (shuffled) data, checkpointing every 4 steps into `out`.
+fn checkpointed_run(out: &Path, changes: &[(&str, &str)]) -> Vec<String> {
+    let mut args = tiny(&[("--steps", "12"), ("--checkpoint-every", "4"), ("--val-every", "3")]);
+    args.extend(flags(&[], changes));
+    args.extend(["--out".to_string(), out.display().to_string()]);
+    args
+}
+
+/// The metrics.jsonl records of `out` without their timings (which differ between any two runs).
+fn records_without_timings(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut record: Value = serde_json::from_str(line).unwrap();
+            let map = record.as_object_mut().unwrap();
+            map.remove("ms");
+            map.remove("tokens_per_sec");
+            record
+        })
+        .collect()
+}
+
+/// `dir` copied to `to`, recursively (a run directory as a crash would have left it).
+fn copy_dir(dir: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_resumed_run_reproduces_the_uninterrupted_one_bit_for_bit() {
+    let dir = TempDir::new().unwrap();
+    let (whole, resumed) = (dir.path().join("whole"), dir.path().join("resumed"));
+    assert_success(&run(checkpointed_run(&whole, &[])));
+    // A run that stopped after its checkpoint at step 4: everything past it is gone except what a crash between
+    // checkpoints leaves (metrics of steps 4..12, which the resume must drop and redo).
+    copy_dir(&whole, &resumed);
+    for step in ["step_000008", "step_000012"] {
+        std::fs::remove_dir_all(resumed.join("checkpoints").join(step)).unwrap();
+    }
+    std::fs::remove_file(resumed.join("model.bin")).unwrap();
+    let out = run(["--out", resumed.to_str().unwrap(), "--resume"]);
+    assert_success(&out);
+    assert!(out.stdout.contains("resume:") && out.stdout.contains("step_000004"), "{}", out.stdout);
+
+    let mut expected = records_without_timings(&whole);
+    let got = records_without_timings(&resumed);
+    let marker = got.iter().position(|r| r.get("event").is_some()).expect("a resume marker in metrics.jsonl");
+    assert_eq!(got[marker], serde_json::json!({"event": "resume", "step": 4}));
+    expected.insert(marker, got[marker].clone());
+    assert_eq!(got, expected, "losses, lr and grad norms after resuming must equal the uninterrupted run's");
+    let (_, whole_params) = read_model(&whole.join("model.bin")).unwrap();
+    let (_, resumed_params) = read_model(&resumed.join("model.bin")).unwrap();
+    assert!(whole_params == resumed_params, "the final parameters must be bitwise equal");
+}
+
+#[test]
+fn resume_skips_a_damaged_newest_checkpoint_and_ignores_unfinished_ones() {
+    let dir = TempDir::new().unwrap();
+    let out_dir = dir.path().join("run");
+    assert_success(&run(checkpointed_run(&out_dir, &[("--steps", "8")])));
+    let checkpoints = out_dir.join("checkpoints");
+    // The newest checkpoint's optimizer state lost its tail; a .tmp directory is a write that never finished.
+    let optimizer = checkpoints.join("step_000008").join("optimizer.bin");
+    let len = std::fs::metadata(&optimizer).unwrap().len();
+    OpenOptions::new().write(true).open(&optimizer).unwrap().set_len(len - 4).unwrap();
+    std::fs::create_dir(checkpoints.join("step_000012.tmp")).unwrap();
+    let out = run(["--out", out_dir.to_str().unwrap(), "--resume", "--steps", "10"]);
+    assert_success(&out);
+    assert!(out.stderr.contains("warning: skipping a damaged checkpoint"), "{}", out.stderr);
+    assert!(out.stderr.contains("optimizer.bin"), "the warning names the damaged file: {}", out.stderr);
+    assert!(out.stdout.contains("step_000004"), "resumes from the previous checkpoint: {}", out.stdout);
+}
+
+#[test]
+fn keep_checkpoints_deletes_all_but_the_newest() {
+    let dir = TempDir::new().unwrap();
+    let out_dir = dir.path().join("run");
+    assert_success(&run(checkpointed_run(&out_dir, &[("--keep-checkpoints", "2")])));
+    let mut names: Vec<String> = std::fs::read_dir(out_dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["step_000008", "step_000012"]);
+}
+
+#[test]
+fn resume_refuses_a_changed_setting_and_names_it() {
+    let dir = TempDir::new().unwrap();
+    let out_dir = dir.path().join("run");
+    assert_success(&run(checkpointed_run(&out_dir, &[("--steps", "4")])));
+    let out = run(["--out", out_dir.to_str().unwrap(), "--resume", "--steps", "8", "--lr", "0.01"]);
+    assert_error(&out, &["--lr", "0.01", "keeps its settings"]);
+}
+
+#[test]
+fn resume_of_a_finished_run_asks_for_more_steps_and_then_extends_it() {
+    let dir = TempDir::new().unwrap();
+    let out_dir = dir.path().join("run");
+    assert_success(&run(checkpointed_run(&out_dir, &[("--steps", "4")])));
+    assert_error(&run(["--out", out_dir.to_str().unwrap(), "--resume"]), &["--steps", "already at step 4"]);
+    assert_success(&run(["--out", out_dir.to_str().unwrap(), "--resume", "--steps", "6"]));
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("run.json")).unwrap()).unwrap();
+    let sessions = record["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "run.json records both sessions: {record}");
+    assert_eq!(sessions[1]["from_step"], 4);
+}
+
+#[test]
+fn resume_without_checkpoints_or_run_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let out_dir = dir.path().join("run");
+    assert_error(&run(["--out", out_dir.to_str().unwrap(), "--resume"]), &["run.json", "cannot read run record"]);
+    assert_success(&run(flags(&[TINY_MODEL, TINY_RUN], &[("--out", out_dir.to_str().unwrap())])));
+    assert_error(&run(["--out", out_dir.to_str().unwrap(), "--resume"]), &["--resume", "no complete checkpoint"]);
+    assert_error(&run(["--resume"]), &["--resume", "needs --out"]);
+}
+
+#[test]
+fn a_new_run_refuses_an_out_dir_that_holds_one() {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().display().to_string();
+    assert_success(&run(tiny(&[("--out", &out)])));
+    assert_error(&run(tiny(&[("--out", &out)])), &["--out", "already holds a run", "--resume"]);
 }

@@ -123,6 +123,8 @@ fn check_training(name: &str) {
         sample_every: 0,
         gen_tokens: 0,
         seed: 0,
+        checkpoint_every: 0,
+        keep_checkpoints: 0,
     };
     let (config, params) = read_model(&fixture(&format!("{name}_model.bin"))).unwrap();
     let mut model = GPT2::new(config, params).unwrap();
@@ -131,7 +133,7 @@ fn check_training(name: &str) {
     let mut val_loader = DataLoader::open(&path("val"), b, t, None).unwrap();
     let mut lrs = Vec::new();
     let mut norms = Vec::new();
-    let summary = train(&mut model, &mut train_loader, Some(&mut val_loader), None, &opts, None, |event| {
+    let summary = train(&mut model, &mut train_loader, Some(&mut val_loader), None, &opts, None, None, |event| {
         if let Event::Step(m) = event {
             lrs.push(m.lr as f64);
             norms.push(m.grad_norm as f64);

@@ -9,8 +9,10 @@ use llmrs::corpus;
 use llmrs::data::DataLoader;
 use llmrs::error::{Error, Result};
 use llmrs::model::{AdamWConfig, MemoryPlan, GPT2};
+use llmrs::rundir::{self, RunRecord, Session, TrainCheckpoint};
 use llmrs::tokenizer::Tokenizer;
 use llmrs::train::{train, Event, TrainOptions};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -19,7 +21,8 @@ const BUILTIN_STORIES: usize = 4000;
 /// Every tenth built-in story goes to the validation split.
 const BUILTIN_VAL_EVERY: usize = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 enum Device {
     /// CUDA when this build has kernels (feature `cuda`) and a GPU is present, otherwise the CPU.
     Auto,
@@ -33,8 +36,9 @@ enum Device {
 /// Train GPT-2 from scratch (or from an llm.c checkpoint) on llm.c token shards.
 ///
 /// With no flags, trains the d4 preset on built-in generated stories on the CPU. One-letter flags are llm.c's.
-#[derive(Debug, Parser)]
-#[command(name = "train_gpt2", version, max_term_width = 110)]
+#[derive(Debug, Parser, serde::Serialize)]
+// A flag given twice takes its last value: `--resume` appends this session's flags to the run's own.
+#[command(name = "train_gpt2", version, max_term_width = 110, args_override_self = true)]
 struct Args {
     /// Model: an llm.c checkpoint (.bin, version 3 or 5) or a preset for random init:
     /// d4 (16M), d6 (30M), d12 (GPT-2 124M), d24 (355M), d36 (774M), d48 (1.56B)
@@ -69,9 +73,20 @@ struct Args {
     #[arg(long, help_heading = "Data")]
     tokenizer: Option<PathBuf>,
 
-    /// Directory for metrics.jsonl and the final model.bin
+    /// Directory for the run: run.json, metrics.jsonl, checkpoints/ and the final model.bin
     #[arg(short = 'o', long, help_heading = "Output")]
     out: Option<PathBuf>,
+    /// Write a training checkpoint (model, AdamW state, data position) into --out every N steps and after the
+    /// last step (0 = never)
+    #[arg(short = 'n', long, default_value_t = 0, help_heading = "Output")]
+    checkpoint_every: usize,
+    /// Keep only the newest K checkpoints (0 = keep all)
+    #[arg(long, default_value_t = 0, help_heading = "Output")]
+    keep_checkpoints: usize,
+    /// Continue the run in --out from its latest checkpoint, with its own settings; flags given now may change
+    /// only --steps and the output, evaluation, sampling and system flags
+    #[arg(long, help_heading = "Output")]
+    resume: bool,
     /// Evaluate the validation loss every N steps (0 = never)
     #[arg(short = 'v', long, default_value_t = 20, help_heading = "Output")]
     val_every: usize,
@@ -140,14 +155,87 @@ macro_rules! say {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let args = Args::parse_from(&argv);
+    match with_resumed_settings(args, &argv).and_then(|args| run(&args, &argv)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Settings a resumed run may change: how long it runs, what it reports, where it runs. Anything else would make
+/// the continuation a different run than its checkpoints and metrics describe.
+const CHANGEABLE_ON_RESUME: &[&str] = &[
+    "steps",
+    "out",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "resume",
+    "val_every",
+    "val_batches",
+    "sample_every",
+    "gen_tokens",
+    "tokenizer",
+    "threads",
+    "device",
+];
+
+/// Every setting by field name, as run.json keeps them. Through text, so an f32 such as 0.01 stays 0.01 (a direct
+/// conversion widens it to 0.009999999776482582).
+fn args_map(args: &Args) -> serde_json::Map<String, serde_json::Value> {
+    let text = serde_json::to_string(args).expect("the arguments serialize");
+    match serde_json::from_str(&text).expect("serde_json reads its own output") {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("a struct serializes to an object"),
+    }
+}
+
+/// The command line after the program name, as the strings run.json keeps.
+fn argv_strings(argv: &[OsString]) -> Result<Vec<String>> {
+    argv.iter()
+        .skip(1)
+        .map(|a| {
+            a.clone().into_string().map_err(|a| Error::config("command line", format!("{a:?} is not valid UTF-8")))
+        })
+        .collect()
+}
+
+/// With --resume: the run's own command line from run.json with this session's flags appended (the later value
+/// wins), refusing a flag that would change the run itself. Without it, `args` as given.
+fn with_resumed_settings(args: Args, argv: &[OsString]) -> Result<Args> {
+    if !args.resume {
+        return Ok(args);
+    }
+    let out = args.out.as_deref().ok_or_else(|| Error::config("--resume", "needs --out, the run to continue"))?;
+    let record = rundir::read_run_record(out)?;
+    let program = argv.first().cloned().unwrap_or_default();
+    let parse = |extra: &[OsString]| {
+        let line =
+            std::iter::once(program.clone()).chain(record.argv.iter().map(OsString::from)).chain(extra.iter().cloned());
+        Args::try_parse_from(line).map_err(|e| {
+            Error::config("--resume", format!("the run's command line in run.json no longer parses: {}", e.kind()))
+        })
+    };
+    let original = parse(&[])?;
+    let merged = parse(&argv[1..])?;
+    let (before, after) = (args_map(&original), args_map(&merged));
+    for (name, value) in &after {
+        if !CHANGEABLE_ON_RESUME.contains(&name.as_str()) && before.get(name) != Some(value) {
+            return Err(Error::config(
+                format!("--{}", name.replace('_', "-")),
+                format!(
+                    "the run in {} was started with {}, found {value}; a resumed run keeps its settings \
+                     (start a new --out to change them)",
+                    out.display(),
+                    before.get(name).unwrap_or(&serde_json::Value::Null)
+                ),
+            ));
+        }
+    }
+    Ok(merged)
 }
 
 /// Rejects flag values no run can use, naming the flag.
@@ -193,6 +281,8 @@ enum ModelSource<'a> {
     /// A preset, resized by the size flags, initialised at random.
     Random(GPT2Config),
     Checkpoint(&'a Path),
+    /// The latest training checkpoint of the run being resumed.
+    Resumed,
 }
 
 /// The model `--model` names and its config, read from the header only so memory can be planned before loading.
@@ -236,6 +326,7 @@ fn build_model(source: ModelSource, seed: u64, backend: Box<dyn Backend>) -> Res
     let (config, params) = match source {
         ModelSource::Random(config) => (config, GPT2::init_params(&config, seed)?),
         ModelSource::Checkpoint(path) => read_model(path)?,
+        ModelSource::Resumed => unreachable!("a resumed model comes from its checkpoint"),
     };
     GPT2::with_backend(config, params, backend)
 }
@@ -336,8 +427,62 @@ fn check_vocab(loader: &DataLoader, config: &GPT2Config, flag: &str) -> Result<(
     Ok(())
 }
 
-fn run(args: &Args) -> Result<()> {
+/// A new run refuses an --out that already holds one, rather than overwriting its metrics and checkpoints.
+fn check_fresh_out(out: &Path) -> Result<()> {
+    let taken = ["run.json", "metrics.jsonl", "checkpoints"].into_iter().find(|name| out.join(name).exists());
+    match taken {
+        Some(name) => Err(Error::config(
+            "--out",
+            format!(
+                "{} already holds a run ({name}); continue it with --resume, or choose another directory",
+                out.display()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The newest checkpoint of the run in `out` that reads back whole; newer damaged ones are named and skipped.
+fn find_checkpoint(out: &Path, steps: usize) -> Result<TrainCheckpoint> {
+    let (checkpoint, damaged) = rundir::latest_checkpoint(out)?;
+    for e in &damaged {
+        eprintln!("warning: skipping a damaged checkpoint: {e}");
+    }
+    let checkpoint = checkpoint.ok_or_else(|| {
+        Error::config(
+            "--resume",
+            format!(
+                "{} has no complete checkpoint to continue from{} (write them with --checkpoint-every)",
+                rundir::checkpoints_dir(out).display(),
+                if damaged.is_empty() { "" } else { ", only damaged ones" }
+            ),
+        )
+    })?;
+    if checkpoint.state.step >= steps {
+        return Err(Error::config(
+            "--steps",
+            format!(
+                "the run is already at step {} of --steps {steps}; pass a larger --steps to continue it",
+                checkpoint.state.step
+            ),
+        ));
+    }
+    Ok(checkpoint)
+}
+
+fn run(args: &Args, argv: &[OsString]) -> Result<()> {
     check_flags(args)?;
+    match (&args.out, args.resume) {
+        (None, _) if args.checkpoint_every > 0 => {
+            return Err(Error::config("--checkpoint-every", "needs --out, the directory to write checkpoints into"))
+        }
+        (Some(out), false) => check_fresh_out(out)?,
+        _ => {}
+    }
+    let checkpoint = match (&args.out, args.resume) {
+        (Some(out), true) => Some(find_checkpoint(out, args.steps)?),
+        _ => None,
+    };
     if let Some(threads) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -347,7 +492,10 @@ fn run(args: &Args) -> Result<()> {
     let (backend, why) = open_backend(args.device)?;
     say!("device: {}{why}", backend.name());
 
-    let (cfg, source) = resolve_model(args)?;
+    let (cfg, source) = match &checkpoint {
+        Some(c) => (c.config, ModelSource::Resumed),
+        None => resolve_model(args)?,
+    };
     if args.seq_len > cfg.max_seq_len {
         return Err(Error::config(
             "--seq-len",
@@ -388,7 +536,17 @@ fn run(args: &Args) -> Result<()> {
         None if cfg.vocab_size == llmrs::config::GPT2_VOCAB_SIZE => Some(Tokenizer::gpt2()?),
         None => None,
     };
-    let mut model = build_model(source, args.seed, backend)?;
+    let device = backend.name();
+    let (mut model, resume_state) = match checkpoint {
+        Some(c) => {
+            let mut model = GPT2::with_backend(c.config, c.params, backend)?;
+            model.set_optimizer_state(c.m, c.v)?;
+            train_loader.restore(&c.state.loader)?;
+            say!("resume: {} (step {} of {})", c.dir.display(), c.state.step, args.steps);
+            (model, Some(c.state))
+        }
+        None => (build_model(source, args.seed, backend)?, None),
+    };
     let val_batches = val_loader.as_ref().map_or(0, |v| args.val_batches.min(v.batches_per_epoch()));
 
     say!(
@@ -428,13 +586,30 @@ fn run(args: &Args) -> Result<()> {
         cfg.flops_per_token(args.seq_len) * (args.batch_size * args.seq_len) as f64 / 1e9
     );
 
-    let metrics_path = match &args.out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create output directory", dir, e))?;
-            Some(dir.join("metrics.jsonl"))
-        }
-        None => None,
-    };
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out).map_err(|e| Error::io("cannot create output directory", out, e))?;
+        let session = Session {
+            started: rundir::now(),
+            from_step: resume_state.as_ref().map_or(0, |s| s.step),
+            device: device.clone(),
+            git_commit: rundir::git_commit(),
+        };
+        let record = match &resume_state {
+            Some(_) => {
+                let mut record = rundir::read_run_record(out)?;
+                record.sessions.push(session);
+                record
+            }
+            None => RunRecord {
+                argv: argv_strings(argv)?,
+                args: args_map(args),
+                model: cfg,
+                parameters: model.num_parameters(),
+                sessions: vec![session],
+            },
+        };
+        rundir::write_run_record(out, &record)?;
+    }
     let opts = TrainOptions {
         batch_size: args.batch_size,
         seq_len: args.seq_len,
@@ -449,6 +624,8 @@ fn run(args: &Args) -> Result<()> {
         sample_every: args.sample_every,
         gen_tokens: args.gen_tokens,
         seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+        keep_checkpoints: args.keep_checkpoints,
     };
     let steps = args.steps;
     let summary = train(
@@ -457,7 +634,8 @@ fn run(args: &Args) -> Result<()> {
         val_loader.as_mut(),
         tokenizer.as_ref(),
         &opts,
-        metrics_path.as_deref(),
+        args.out.as_deref(),
+        resume_state.as_ref(),
         |event| match event {
             Event::Step(m) => say!(
                 "step {:>5}/{steps} | train loss {:.4} | lr {:.2e} | norm {:.3} | {:.1} ms | {:.0} tok/s",
@@ -470,6 +648,7 @@ fn run(args: &Args) -> Result<()> {
             ),
             Event::Val(m) => say!("step {:>5}/{steps} | val loss {:.4}", m.step, m.val_loss),
             Event::Sample { step, text } => say!("--- sample at step {step} ---\n{}\n---", text.trim_end()),
+            Event::Checkpoint { step, dir } => say!("step {step:>5}/{steps} | checkpoint {}", dir.display()),
         },
     )?;
     say!("done: {} steps, {:.0} tokens/s on average", steps, summary.tokens_per_sec);
