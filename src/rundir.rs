@@ -294,3 +294,86 @@ pub fn git_commit() -> Option<String> {
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+/// What the `runs` table shows of one run, from its run.json and metrics.jsonl.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub dir: PathBuf,
+    pub record: RunRecord,
+    /// Training steps recorded (the last step's number + 1).
+    pub steps: usize,
+    pub last_train_loss: Option<f32>,
+    /// The lowest validation loss and its step.
+    pub best_val: Option<(f32, usize)>,
+    /// Seconds spent in training steps (evaluation and sampling excluded).
+    pub train_seconds: f64,
+    /// Tokens trained per second of `train_seconds`.
+    pub tokens_per_sec: f64,
+}
+
+impl RunSummary {
+    /// Reads the run in `dir`. Lines of metrics.jsonl that are not step or evaluation records are skipped; a line
+    /// that is not JSON is an error naming the file and line, except an unfinished last line (a run being written,
+    /// or one that crashed mid-line).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let record = read_run_record(dir)?;
+        let path = dir.join("metrics.jsonl");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io("cannot read", &path, e)),
+        };
+        let mut summary = RunSummary {
+            dir: dir.to_path_buf(),
+            steps: 0,
+            last_train_loss: None,
+            best_val: None,
+            train_seconds: 0.0,
+            tokens_per_sec: 0.0,
+            record,
+        };
+        let mut tokens = 0.0f64;
+        let finished = match text.rfind('\n') {
+            Some(end) => &text[..end],
+            None => "",
+        };
+        for (i, line) in finished.lines().enumerate() {
+            let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                Error::format(&path, format!("line {}", i + 1), "a JSON object", format!("{line:?} ({e})"))
+            })?;
+            let number = |key: &str| value.get(key).and_then(|v| v.as_f64());
+            let step = number("step").map(|s| s as usize);
+            if let (Some(step), Some(loss), Some(ms)) = (step, number("train_loss"), number("ms")) {
+                summary.steps = summary.steps.max(step + 1);
+                summary.last_train_loss = Some(loss as f32);
+                summary.train_seconds += ms / 1e3;
+                tokens += number("tokens_per_sec").unwrap_or(0.0) * ms / 1e3;
+            } else if let (Some(step), Some(loss)) = (step, number("val_loss")) {
+                if summary.best_val.is_none_or(|(best, _)| (loss as f32) < best) {
+                    summary.best_val = Some((loss as f32, step));
+                }
+            }
+        }
+        if summary.train_seconds > 0.0 {
+            summary.tokens_per_sec = tokens / summary.train_seconds;
+        }
+        Ok(summary)
+    }
+}
+
+/// The run directories under `path`: `path` itself when it holds a run.json, else its subdirectories that do.
+pub fn find_runs(path: &Path) -> Result<Vec<PathBuf>> {
+    if run_record_path(path).exists() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| Error::io("cannot list runs in", path, e))?;
+    let mut runs = Vec::new();
+    for entry in entries {
+        let dir = entry.map_err(|e| Error::io("cannot list runs in", path, e))?.path();
+        if run_record_path(&dir).exists() {
+            runs.push(dir);
+        }
+    }
+    runs.sort();
+    Ok(runs)
+}

@@ -2,6 +2,7 @@
 //! the work itself lives in the library so tests can call it directly.
 
 mod presets;
+mod runs;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -18,12 +19,15 @@ struct Cli {
 enum Command {
     /// List the model presets with their sizes and memory plans.
     Presets(presets::Args),
+    /// Compare runs: a table of their steps, losses, speed and the settings that differ.
+    Runs(runs::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Presets(args) => presets::run(args),
+        Command::Runs(args) => runs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,83 @@
+//! `llmrs runs`: the table of runs, from real (tiny) training runs.
+
+use std::path::Path;
+use std::process::Command;
+use tempfile::TempDir;
+
+/// Runs `exe` with `args`; returns (success, stdout, stderr).
+fn run(exe: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(exe).args(args).output().expect("the binary starts");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A 4-step run of a tiny model on the built-in data into `out`, with `extra` flags.
+fn train(out: &Path, extra: &[&str]) {
+    let mut args = vec!["--layers", "1", "--channels", "32", "--heads", "2", "-b", "2", "-t", "8", "--steps", "4"];
+    args.extend(["--val-every", "2", "--val-batches", "1", "--sample-every", "0", "--threads", "1", "--out"]);
+    args.push(out.to_str().unwrap());
+    args.extend(extra);
+    let (ok, stdout, stderr) = run(env!("CARGO_BIN_EXE_train_gpt2"), &args);
+    assert!(ok, "training failed:\n{stdout}\n{stderr}");
+}
+
+/// The lowest val_loss in a run's metrics.jsonl, read here independently of the code under test.
+fn best_val(out: &Path) -> f64 {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().get("val_loss").and_then(|v| v.as_f64()))
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+fn runs_lists_every_run_sorted_with_the_settings_that_differ() {
+    let dir = TempDir::new().unwrap();
+    let runs = dir.path();
+    train(&runs.join("fast"), &["--lr", "0.003"]);
+    train(&runs.join("slow"), &["--lr", "0.0001"]);
+    train(&runs.join("wide"), &["--lr", "0.003", "--batch-size", "3"]);
+    let (ok, stdout, stderr) = run(env!("CARGO_BIN_EXE_llmrs"), &["runs", runs.to_str().unwrap(), "--sort", "val"]);
+    assert!(ok, "{stderr}");
+    let rows: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+
+    let mut by_val: Vec<(f64, &str)> = ["fast", "slow", "wide"].iter().map(|n| (best_val(&runs.join(n)), *n)).collect();
+    by_val.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (row, (val, name)) in rows.iter().zip(&by_val) {
+        assert!(row.starts_with(name), "rows sorted by best val loss: {stdout}");
+        assert!(row.contains(&format!("{val:.4}")), "{name}'s best val loss {val:.4}: {row}");
+        assert!(row.contains(" 4 "), "4 steps: {row}");
+        assert!(row.contains("cpu"), "the device: {row}");
+    }
+    let wide = rows.iter().find(|r| r.starts_with("wide")).unwrap();
+    assert!(wide.contains("batch_size=3") && wide.contains("lr=0.003"), "what differs: {wide}");
+    assert!(!wide.contains("seq_len="), "settings shared by all runs are not listed: {wide}");
+}
+
+#[test]
+fn runs_names_what_is_wrong_with_bad_input() {
+    let dir = TempDir::new().unwrap();
+    let (ok, _, stderr) = run(env!("CARGO_BIN_EXE_llmrs"), &["runs", dir.path().join("missing").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("missing") && stderr.starts_with("error:"), "{stderr}");
+    let (ok, _, stderr) = run(env!("CARGO_BIN_EXE_llmrs"), &["runs", dir.path().to_str().unwrap()]);
+    assert!(!ok && stderr.contains("no run.json"), "{stderr}");
+
+    let out = dir.path().join("broken");
+    train(&out, &[]);
+    let metrics = out.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    std::fs::write(&metrics, format!("{text}not json\n")).unwrap();
+    let (ok, _, stderr) = run(env!("CARGO_BIN_EXE_llmrs"), &["runs", out.to_str().unwrap()]);
+    let line = text.lines().count() + 1;
+    assert!(!ok && stderr.contains("metrics.jsonl") && stderr.contains(&format!("line {line}")), "{stderr}");
+    // An unfinished last line is a run being written, not an error.
+    std::fs::write(&metrics, format!("{text}{{\"step\": 4, \"tra")).unwrap();
+    let (ok, stdout, stderr) = run(env!("CARGO_BIN_EXE_llmrs"), &["runs", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("broken"), "{stdout}");
+    assert!(!stderr.contains("panicked"));
+}
