@@ -150,3 +150,58 @@ pub trait Backend {
     fn global_norm_squared(&mut self, grads: Tensor) -> Result<f64>;
     fn adamw_update(&mut self, params: Tensor, grads: Tensor, m: Tensor, v: Tensor, hp: &AdamWStep) -> Result<()>;
 }
+
+/// Where to run, as the `--device` flag of every command names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CUDA when this build has kernels (feature `cuda`) and a GPU is present, otherwise the CPU.
+    Auto,
+    Cpu,
+    /// GPU 0 (a build with feature `cuda`).
+    Cuda,
+    /// The CUDA kernels run on the CPU by the emulator (a build with feature `emu`; slow, for checking kernels).
+    Emu,
+}
+
+/// The GPU backend on GPU 0.
+#[cfg(feature = "cuda")]
+fn cuda_backend() -> Result<Box<dyn Backend>> {
+    let driver = std::rc::Rc::new(crate::gpu::cuda::CudaDriver::new(0)?);
+    Ok(Box::new(crate::gpu::backend::GpuBackend::new(driver)?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_backend() -> Result<Box<dyn Backend>> {
+    Err(crate::Error::config(
+        "--device",
+        "cuda: this build has no CUDA kernels; rebuild with `cargo build --release --features cuda` (needs nvcc, \
+         see the README) or use --device cpu",
+    ))
+}
+
+#[cfg(feature = "emu")]
+fn emu_backend() -> Result<Box<dyn Backend>> {
+    let driver = std::rc::Rc::new(crate::gpu::emu::EmuDriver::new());
+    Ok(Box::new(crate::gpu::backend::GpuBackend::new(driver)?))
+}
+
+#[cfg(not(feature = "emu"))]
+fn emu_backend() -> Result<Box<dyn Backend>> {
+    Err(crate::Error::config("--device", "emu: this build has no emulator; rebuild with `--features emu`"))
+}
+
+/// The backend `device` asks for, and for `auto` a few words on why it was chosen (empty otherwise).
+pub fn open(device: Device) -> Result<(Box<dyn Backend>, String)> {
+    let cpu = || Box::new(crate::cpu::backend::CpuBackend::new()) as Box<dyn Backend>;
+    Ok(match device {
+        Device::Cpu => (cpu(), String::new()),
+        Device::Cuda => (cuda_backend()?, String::new()),
+        Device::Emu => (emu_backend()?, String::new()),
+        Device::Auto if cfg!(feature = "cuda") => match cuda_backend() {
+            Ok(backend) => (backend, "auto: found a GPU".to_string()),
+            Err(e) => (cpu(), format!("auto: no usable GPU ({e})")),
+        },
+        Device::Auto => (cpu(), "auto: this build has no CUDA kernels".to_string()),
+    })
+}

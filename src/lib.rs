@@ -16,6 +16,7 @@ pub mod layout;
 pub mod model;
 pub mod rng;
 pub mod rundir;
+pub mod sample;
 pub mod tokenizer;
 pub mod train;
 

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::{AdamWConfig, GPT2};
 use crate::rng::Rng;
 use crate::rundir::{self, TrainState};
+use crate::sample::{generate, SamplingOptions};
 use crate::tokenizer::Tokenizer;
 use serde::Serialize;
 use std::fs::File;
@@ -38,6 +39,8 @@ pub struct TrainOptions {
     pub sample_every: usize,
     /// Tokens per sample.
     pub gen_tokens: usize,
+    /// Temperature and top-k of the samples.
+    pub sampling: SamplingOptions,
     /// Seed for sampling.
     pub seed: u64,
     /// Write a training checkpoint into the output directory every this many steps, and after the last
@@ -149,40 +152,6 @@ pub fn evaluate(model: &mut GPT2, loader: &mut DataLoader, batches: usize) -> Re
     Ok((sum / batches as f64) as f32)
 }
 
-/// Generates `count` tokens after `prompt` by sampling from the softmax of the model's next-token logits
-/// (temperature 1). The context is cut to the last `max_context` tokens.
-pub fn generate(model: &mut GPT2, prompt: &[u32], count: usize, max_context: usize, rng: &mut Rng) -> Result<Vec<u32>> {
-    let v = model.config.vocab_size;
-    let max_context = max_context.min(model.config.max_seq_len).max(1);
-    let mut tokens = prompt.to_vec();
-    let mut logits = vec![0.0f32; v];
-    let mut probs = vec![0.0f32; v];
-    for _ in 0..count {
-        let context = &tokens[tokens.len().saturating_sub(max_context)..];
-        let t = context.len();
-        model.forward(context, None, 1, t)?;
-        model.read_logits_row(t - 1, &mut logits)?;
-        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0.0f32;
-        for (p, &x) in probs.iter_mut().zip(&logits) {
-            *p = (x - max).exp();
-            sum += *p;
-        }
-        // Inverse-CDF sampling; the last token catches rounding at the top of the cumulative sum.
-        let target = rng.next_f32() * sum;
-        let mut cumulative = 0.0f32;
-        let next = probs
-            .iter()
-            .position(|&p| {
-                cumulative += p;
-                cumulative > target
-            })
-            .unwrap_or(v - 1);
-        tokens.push(next as u32);
-    }
-    Ok(tokens[prompt.len()..].to_vec())
-}
-
 /// Trains `model` up to `opts.steps` AdamW steps on `train`, evaluating on `val` and sampling through `tokenizer`
 /// when given. With an output directory `out`, writes metrics.jsonl and checkpoints there (see `rundir`).
 /// With `resume` (read from a checkpoint whose parameters and moments the model and `train` already hold),
@@ -234,7 +203,7 @@ pub fn train(
         if let Some(tokenizer) = tokenizer {
             if opts.sample_every > 0 && opts.gen_tokens > 0 && ((step > 0 && step % opts.sample_every == 0) || last) {
                 let prompt = [tokenizer.eot_token()];
-                let tokens = generate(model, &prompt, opts.gen_tokens, t, &mut rng)?;
+                let tokens = generate(model, &prompt, opts.gen_tokens, t, &opts.sampling, &mut rng, |_| {})?;
                 on_event(Event::Sample { step, text: &tokenizer.decode(&tokens) });
             }
         }

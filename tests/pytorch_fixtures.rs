@@ -122,6 +122,7 @@ fn check_training(name: &str) {
         val_batches: num("val_batches") as usize,
         sample_every: 0,
         gen_tokens: 0,
+        sampling: llmrs::sample::SamplingOptions::default(),
         seed: 0,
         checkpoint_every: 0,
         keep_checkpoints: 0,

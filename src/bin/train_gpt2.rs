@@ -1,8 +1,8 @@
 //! `train_gpt2`: train a GPT-2 model, llm.c-style. With no flags it trains a small model on the built-in
 //! generated stories, on the CPU, and prints losses and samples as it goes.
 
-use clap::{Parser, ValueEnum};
-use llmrs::backend::Backend;
+use clap::Parser;
+use llmrs::backend::{Backend, Device};
 use llmrs::checkpoint::{read_model, read_model_header, write_model, ModelDtype};
 use llmrs::config::{GPT2Config, PRESETS};
 use llmrs::corpus;
@@ -10,6 +10,7 @@ use llmrs::data::DataLoader;
 use llmrs::error::{Error, Result};
 use llmrs::model::{AdamWConfig, MemoryPlan, GPT2};
 use llmrs::rundir::{self, RunRecord, Session, TrainCheckpoint};
+use llmrs::sample::SamplingOptions;
 use llmrs::tokenizer::Tokenizer;
 use llmrs::train::{train, Event, TrainOptions};
 use std::ffi::OsString;
@@ -20,18 +21,6 @@ use std::process::ExitCode;
 const BUILTIN_STORIES: usize = 4000;
 /// Every tenth built-in story goes to the validation split.
 const BUILTIN_VAL_EVERY: usize = 10;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Device {
-    /// CUDA when this build has kernels (feature `cuda`) and a GPU is present, otherwise the CPU.
-    Auto,
-    Cpu,
-    /// GPU 0 (a build with feature `cuda`).
-    Cuda,
-    /// The CUDA kernels run on the CPU by the emulator (a build with feature `emu`; slow, for checking kernels).
-    Emu,
-}
 
 /// Train GPT-2 from scratch (or from an llm.c checkpoint) on llm.c token shards.
 ///
@@ -99,6 +88,12 @@ struct Args {
     /// Tokens per generated sample
     #[arg(short = 'g', long, default_value_t = 64, help_heading = "Output")]
     gen_tokens: usize,
+    /// Sampling temperature (0 = always the most likely token)
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, help_heading = "Output")]
+    temperature: f32,
+    /// Sample among the k most likely tokens only (0 = all)
+    #[arg(long, default_value_t = 0, help_heading = "Output")]
+    top_k: usize,
 
     /// Sequences per batch (B)
     #[arg(short = 'b', long, default_value_t = 4, help_heading = "Optimisation")]
@@ -178,6 +173,8 @@ const CHANGEABLE_ON_RESUME: &[&str] = &[
     "val_batches",
     "sample_every",
     "gen_tokens",
+    "temperature",
+    "top_k",
     "tokenizer",
     "threads",
     "device",
@@ -265,6 +262,7 @@ fn check_flags(args: &Args) -> Result<()> {
     in_range("--eps", args.eps, args.eps > 0.0, "a positive number")?;
     in_range("--weight-decay", args.weight_decay, args.weight_decay >= 0.0, "a number >= 0")?;
     in_range("--grad-clip", args.grad_clip, args.grad_clip >= 0.0, "a number >= 0 (0 = off)")?;
+    SamplingOptions { temperature: args.temperature, top_k: args.top_k }.check("--temperature")?;
     if args.threads == Some(0) {
         return Err(Error::config("--threads", "must be at least 1, found 0"));
     }
@@ -329,48 +327,6 @@ fn build_model(source: ModelSource, seed: u64, backend: Box<dyn Backend>) -> Res
         ModelSource::Resumed => unreachable!("a resumed model comes from its checkpoint"),
     };
     GPT2::with_backend(config, params, backend)
-}
-
-/// The GPU backend on GPU 0.
-#[cfg(feature = "cuda")]
-fn cuda_backend() -> Result<Box<dyn Backend>> {
-    let driver = std::rc::Rc::new(llmrs::gpu::cuda::CudaDriver::new(0)?);
-    Ok(Box::new(llmrs::gpu::backend::GpuBackend::new(driver)?))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_backend() -> Result<Box<dyn Backend>> {
-    Err(Error::config(
-        "--device",
-        "cuda: this build has no CUDA kernels; rebuild with `cargo build --release --features cuda` (needs nvcc, \
-         see the README) or use --device cpu",
-    ))
-}
-
-#[cfg(feature = "emu")]
-fn emu_backend() -> Result<Box<dyn Backend>> {
-    let driver = std::rc::Rc::new(llmrs::gpu::emu::EmuDriver::new());
-    Ok(Box::new(llmrs::gpu::backend::GpuBackend::new(driver)?))
-}
-
-#[cfg(not(feature = "emu"))]
-fn emu_backend() -> Result<Box<dyn Backend>> {
-    Err(Error::config("--device", "emu: this build has no emulator; rebuild with `--features emu`"))
-}
-
-/// The backend `device` asks for, and for `auto` a word on why it was chosen.
-fn open_backend(device: Device) -> Result<(Box<dyn Backend>, String)> {
-    let cpu = || Box::new(llmrs::cpu::backend::CpuBackend::new()) as Box<dyn Backend>;
-    Ok(match device {
-        Device::Cpu => (cpu(), String::new()),
-        Device::Cuda => (cuda_backend()?, String::new()),
-        Device::Emu => (emu_backend()?, String::new()),
-        Device::Auto if cfg!(feature = "cuda") => match cuda_backend() {
-            Ok(backend) => (backend, " | auto: found a GPU".to_string()),
-            Err(e) => (cpu(), format!(" | auto: no usable GPU ({e})")),
-        },
-        Device::Auto => (cpu(), " | auto: this build has no CUDA kernels".to_string()),
-    })
 }
 
 /// Refuses a plan larger than the memory `backend` has available, before allocating any of it.
@@ -489,8 +445,8 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
             .build_global()
             .map_err(|e| Error::config("--threads", e.to_string()))?;
     }
-    let (backend, why) = open_backend(args.device)?;
-    say!("device: {}{why}", backend.name());
+    let (backend, why) = llmrs::backend::open(args.device)?;
+    say!("device: {}{}{why}", backend.name(), if why.is_empty() { "" } else { " | " });
 
     let (cfg, source) = match &checkpoint {
         Some(c) => (c.config, ModelSource::Resumed),
@@ -623,6 +579,7 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
         val_batches,
         sample_every: args.sample_every,
         gen_tokens: args.gen_tokens,
+        sampling: SamplingOptions { temperature: args.temperature, top_k: args.top_k },
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         keep_checkpoints: args.keep_checkpoints,

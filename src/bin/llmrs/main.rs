@@ -3,6 +3,7 @@
 
 mod presets;
 mod runs;
+mod sample;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ enum Command {
     Presets(presets::Args),
     /// Compare runs: a table of their steps, losses, speed and the settings that differ.
     Runs(runs::Args),
+    /// Continue a prompt with a trained model, streaming the text.
+    Sample(sample::Args),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Presets(args) => presets::run(args),
         Command::Runs(args) => runs::run(args),
+        Command::Sample(args) => sample::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

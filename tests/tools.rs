@@ -1,4 +1,4 @@
-//! `llmrs runs`: the table of runs, from real (tiny) training runs.
+//! The `llmrs` tools on real (tiny) training runs: `runs` (the table of runs) and `sample` (generation).
 
 use std::path::Path;
 use std::process::Command;
@@ -80,4 +80,82 @@ fn runs_names_what_is_wrong_with_bad_input() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("broken"), "{stdout}");
     assert!(!stderr.contains("panicked"));
+}
+
+/// The next `n` tokens after `prompt` by always taking the largest logit, computed here with the library's forward
+/// pass alone (no sampling code), to check `llmrs sample --temperature 0` against.
+fn greedy_tokens(model_path: &Path, prompt: &[u32], n: usize) -> Vec<u32> {
+    let (config, params) = llmrs::checkpoint::read_model(model_path).unwrap();
+    let mut model = llmrs::model::GPT2::new(config, params).unwrap();
+    let mut tokens = prompt.to_vec();
+    for _ in 0..n {
+        let t = tokens.len();
+        model.forward(&tokens, None, 1, t).unwrap();
+        let logits = model.logits().unwrap();
+        let row = &logits[(t - 1) * config.padded_vocab_size..][..config.vocab_size];
+        let best = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+        tokens.push(best as u32);
+    }
+    tokens[prompt.len()..].to_vec()
+}
+
+#[test]
+fn sample_at_temperature_zero_prints_the_greedy_continuation() {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("run");
+    train(&out, &["--lr", "0.003"]);
+    let prompt = "Once upon a time";
+    let (ok, stdout, stderr) = run(
+        env!("CARGO_BIN_EXE_llmrs"),
+        &["sample", out.to_str().unwrap(), "-p", prompt, "-n", "6", "--temperature", "0"],
+    );
+    assert!(ok, "{stderr}");
+    let tokenizer = llmrs::tokenizer::Tokenizer::gpt2().unwrap();
+    let expected = greedy_tokens(&out.join("model.bin"), &tokenizer.encode(prompt).unwrap(), 6);
+    assert_eq!(stdout, format!("{prompt}{}\n", tokenizer.decode(&expected)));
+}
+
+#[test]
+fn sample_is_reproducible_from_its_seed() {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("run");
+    train(&out, &[]);
+    let sample = |seed: &str| {
+        let (ok, stdout, stderr) =
+            run(env!("CARGO_BIN_EXE_llmrs"), &["sample", out.to_str().unwrap(), "-n", "12", "--seed", seed]);
+        assert!(ok, "{stderr}");
+        stdout
+    };
+    assert_eq!(sample("5"), sample("5"));
+    assert_ne!(sample("5"), sample("6"), "an untrained model at temperature 1 should give other text for another seed");
+}
+
+#[test]
+fn sample_names_what_is_wrong_with_bad_input() {
+    let dir = TempDir::new().unwrap();
+    let llmrs = env!("CARGO_BIN_EXE_llmrs");
+    let (ok, _, stderr) = run(llmrs, &["sample", dir.path().to_str().unwrap()]);
+    assert!(!ok && stderr.contains("neither model.bin nor a checkpoint"), "{stderr}");
+    let out = dir.path().join("run");
+    train(&out, &[]);
+    let (ok, _, stderr) = run(llmrs, &["sample", out.to_str().unwrap(), "--temperature", "-1"]);
+    assert!(!ok && stderr.contains("--temperature"), "{stderr}");
+    let (ok, _, stderr) = run(llmrs, &["sample", out.to_str().unwrap(), "--context", "0"]);
+    assert!(!ok && stderr.contains("--context"), "{stderr}");
+    // A model whose vocabulary is not GPT-2's needs its tokenizer.
+    let small = llmrs::GPT2Config {
+        max_seq_len: 16,
+        vocab_size: 300,
+        padded_vocab_size: llmrs::config::padded_vocab(300),
+        num_layers: 1,
+        num_heads: 2,
+        channels: 32,
+    };
+    let path = dir.path().join("small.bin");
+    let model = llmrs::model::GPT2::random(small, 1).unwrap();
+    llmrs::checkpoint::write_model(&path, &small, &model.params().unwrap(), llmrs::checkpoint::ModelDtype::F32)
+        .unwrap();
+    let (ok, _, stderr) = run(llmrs, &["sample", path.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("--tokenizer") && stderr.contains("300"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
