@@ -2,7 +2,8 @@
 //!
 //! `config` and `layout` describe the model and its flat buffers, `cpu` holds the fp32 reference layers,
 //! `model` runs forward, backward and the AdamW update, `data`, `tokenizer` and `checkpoint` read and write
-//! llm.c's file formats, and `train` is the training loop behind the `train_gpt2` binary.
+//! llm.c's file formats, `hf` imports Hugging Face GPT-2 checkpoints, and `train` is the training loop behind the
+//! `train_gpt2` binary.
 
 pub mod backend;
 pub mod checkpoint;
@@ -12,6 +13,7 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod hf;
 pub mod layout;
 pub mod model;
 pub mod rng;

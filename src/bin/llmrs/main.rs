@@ -1,6 +1,7 @@
 //! `llmrs`: the tools around training (`train_gpt2` trains). One subcommand per job, each in its own file here;
 //! the work itself lives in the library so tests can call it directly.
 
+mod import_hf;
 mod presets;
 mod runs;
 mod sample;
@@ -24,6 +25,8 @@ enum Command {
     Runs(runs::Args),
     /// Continue a prompt with a trained model, streaming the text.
     Sample(sample::Args),
+    /// Convert a Hugging Face GPT-2 (config.json + model.safetensors) into an llm.c model file.
+    ImportHf(import_hf::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
         Command::Presets(args) => presets::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::ImportHf(args) => import_hf::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
