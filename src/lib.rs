@@ -2,7 +2,7 @@
 //!
 //! `config` and `layout` describe the model and its flat buffers, `cpu` holds the fp32 reference layers,
 //! `model` runs forward, backward and the AdamW update, `data`, `tokenizer` and `checkpoint` read and write
-//! llm.c's file formats, and `train` is the training loop behind the `train_gpt2` binary.
+//! llm.c's file formats, `train` is the training loop behind the `train_gpt2` binary and `plot` draws its metrics.
 
 pub mod backend;
 pub mod checkpoint;
@@ -14,6 +14,7 @@ pub mod error;
 pub mod gpu;
 pub mod layout;
 pub mod model;
+pub mod plot;
 pub mod rng;
 pub mod tokenizer;
 pub mod train;
