@@ -118,7 +118,7 @@ impl RunMetrics {
             let object = match serde_json::from_slice::<Value>(line) {
                 Ok(Value::Object(object)) => object,
                 Err(_) if index == unterminated => continue, // still being written
-                _ => return Err(Error::format(path, at("metrics"), "a JSON object", quote(line))),
+                _ => return Err(Error::format(path, format!("line {}", index + 1), "a JSON object", quote(line))),
             };
             let number =
                 |key: &str| number(&object, key).map_err(|found| Error::format(path, at(key), "a number", found));
@@ -218,10 +218,12 @@ pub fn plot_metrics(runs: &[RunMetrics], out: &Path) -> Result<()> {
     if out.file_name().is_none() {
         return Err(Error::config("output", format!("{} is not a file name", out.display())));
     }
+    let refuse = |kind, why: String| Err(Error::io("cannot write plot", out, std::io::Error::new(kind, why)));
     if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty() && !dir.is_dir()) {
-        let missing =
-            std::io::Error::new(std::io::ErrorKind::NotFound, format!("directory {} does not exist", dir.display()));
-        return Err(Error::io("cannot write plot", out, missing));
+        return refuse(std::io::ErrorKind::NotFound, format!("directory {} does not exist", dir.display()));
+    }
+    if out.is_dir() {
+        return refuse(std::io::ErrorKind::IsADirectory, "it is a directory".to_string());
     }
     let svg = render_svg(runs).map_err(|e| Error::io("cannot draw plot", out, std::io::Error::other(e)))?;
     crate::checkpoint::write_atomically(out, |file| file.write_all(svg.as_bytes()))

@@ -266,8 +266,10 @@ fn bad_input_fails_with_one_line_naming_the_file() {
 
     let good = write_run(dir.path(), "good", &metrics(30, 10));
     let nowhere = dir.path().join("no-such-dir").join("plot.svg");
-    let message = plot_error(&[good], &nowhere);
+    let message = plot_error(std::slice::from_ref(&good), &nowhere);
     assert!(message.contains(&nowhere.display().to_string()) && message.contains("does not exist"), "{message}");
+    let message = plot_error(&[good], dir.path());
+    assert!(message.contains("is a directory"), "{message}");
 
     let message = plot_metrics(&[], &out).unwrap_err().to_string();
     assert!(message.contains("no run"), "{message}");
