@@ -2,8 +2,8 @@
 //!
 //! `config` and `layout` describe the model and its flat buffers, `cpu` holds the fp32 reference layers,
 //! `model` runs forward, backward and the AdamW update, `data`, `tokenizer` and `checkpoint` read and write
-//! llm.c's file formats, `hf` imports Hugging Face GPT-2 checkpoints, and `train` is the training loop behind the
-//! `train_gpt2` binary.
+//! llm.c's file formats, `hf` imports Hugging Face GPT-2 checkpoints, `train` is the training loop behind the
+//! `train_gpt2` binary and `plot` draws its metrics.
 
 pub mod backend;
 pub mod checkpoint;
@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod hf;
 pub mod layout;
 pub mod model;
+pub mod plot;
 pub mod rng;
 pub mod rundir;
 pub mod sample;

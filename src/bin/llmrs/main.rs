@@ -2,6 +2,7 @@
 //! the work itself lives in the library so tests can call it directly.
 
 mod import_hf;
+mod plot;
 mod presets;
 mod runs;
 mod sample;
@@ -27,6 +28,8 @@ enum Command {
     Sample(sample::Args),
     /// Convert a Hugging Face GPT-2 (config.json + model.safetensors) into an llm.c model file.
     ImportHf(import_hf::Args),
+    /// Plot the loss, learning rate and gradient norm of training runs into one SVG.
+    Plot(plot::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Runs(args) => runs::run(args),
         Command::Sample(args) => sample::run(args),
         Command::ImportHf(args) => import_hf::run(args),
+        Command::Plot(args) => plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
