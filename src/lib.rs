@@ -14,6 +14,7 @@ pub mod error;
 pub mod gpu;
 pub mod layout;
 pub mod model;
+pub mod progress;
 pub mod rng;
 pub mod tokenizer;
 pub mod train;
