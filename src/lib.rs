@@ -2,7 +2,8 @@
 //!
 //! `config` and `layout` describe the model and its flat buffers, `cpu` holds the fp32 reference layers,
 //! `model` runs forward, backward and the AdamW update, `data`, `tokenizer` and `checkpoint` read and write
-//! llm.c's file formats, and `train` is the training loop behind the `train_gpt2` binary.
+//! llm.c's file formats, `train` is the training loop behind the `train_gpt2` binary, and `prepare` (with
+//! `progress`) turns text into llm.c token shards for `llmrs prepare`.
 
 pub mod backend;
 pub mod checkpoint;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod gpu;
 pub mod layout;
 pub mod model;
+pub mod prepare;
 pub mod progress;
 pub mod rng;
 pub mod tokenizer;
