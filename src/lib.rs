@@ -3,7 +3,7 @@
 //! `config` and `layout` describe the model and its flat buffers, `cpu` holds the fp32 reference layers,
 //! `model` runs forward, backward and the AdamW update, `data`, `tokenizer` and `checkpoint` read and write
 //! llm.c's file formats, `train` is the training loop behind the `train_gpt2` binary, and `prepare` (with
-//! `progress`) turns text into llm.c token shards for `llmrs prepare`.
+//! `download` and `progress`) turns text into llm.c token shards for `llmrs prepare`.
 
 pub mod backend;
 pub mod checkpoint;
@@ -11,6 +11,7 @@ pub mod config;
 pub mod corpus;
 pub mod cpu;
 pub mod data;
+pub mod download;
 pub mod error;
 pub mod gpu;
 pub mod layout;
