@@ -1,6 +1,7 @@
 //! `llmrs`: the tools around training (`train_gpt2` trains). One subcommand per job, each in its own file here;
 //! the work itself lives in the library so tests can call it directly.
 
+mod prepare;
 mod presets;
 
 use clap::{Parser, Subcommand};
@@ -18,12 +19,15 @@ struct Cli {
 enum Command {
     /// List the model presets with their sizes and memory plans.
     Presets(presets::Args),
+    /// Tokenize text files, directories or a downloaded dataset into llm.c token shards.
+    Prepare(prepare::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Presets(args) => presets::run(args),
+        Command::Prepare(args) => prepare::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
