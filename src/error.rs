@@ -31,6 +31,10 @@ pub enum Error {
     #[error("kernel {kernel} failed: {message}")]
     Kernel { kernel: String, message: String },
 
+    /// An HTTP download failed: no connection, an error status, or a body cut short.
+    #[error("cannot download {url}: {message}")]
+    Download { url: String, message: String },
+
     /// A flag or configuration value is out of range or inconsistent with another.
     #[error("invalid {name}: {message}")]
     Config { name: String, message: String },

@@ -3,7 +3,8 @@
 //! `config` and `layout` describe the model and its flat buffers, `cpu` holds the fp32 reference layers,
 //! `model` runs forward, backward and the AdamW update, `data`, `tokenizer` and `checkpoint` read and write
 //! llm.c's file formats, `hf` imports Hugging Face GPT-2 checkpoints, `train` is the training loop behind the
-//! `train_gpt2` binary and `plot` draws its metrics.
+//! `train_gpt2` binary, `plot` draws its metrics, and `prepare` (with `download` and `progress`) turns text into
+//! llm.c token shards.
 
 pub mod backend;
 pub mod checkpoint;
@@ -11,12 +12,15 @@ pub mod config;
 pub mod corpus;
 pub mod cpu;
 pub mod data;
+pub mod download;
 pub mod error;
 pub mod gpu;
 pub mod hf;
 pub mod layout;
 pub mod model;
 pub mod plot;
+pub mod prepare;
+pub mod progress;
 pub mod rng;
 pub mod rundir;
 pub mod sample;

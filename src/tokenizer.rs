@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use tiktoken_rs::CoreBPE;
 
+use crate::checkpoint::write_atomically;
 use crate::config::GPT2_VOCAB_SIZE;
 use crate::error::{Error, Result};
 
@@ -24,6 +25,38 @@ use crate::error::{Error, Result};
 pub const TOKENIZER_MAGIC: u32 = 20240328;
 /// GPT-2's `<|endoftext|>`, the id version-1 files imply (they predate header[3]).
 pub const GPT2_EOT_TOKEN: u32 = 50256;
+
+/// The llm.c tokenizer version written by `write_llmc_file`: version 2, which records the EOT id in header[3].
+pub const TOKENIZER_VERSION: u32 = 2;
+
+/// Writes an llm.c `tokenizer.bin` (version 2) for a vocabulary given as each token's bytes, in id order, so that
+/// `train_gpt2 --tokenizer` (or llm.c) can decode samples of a model trained on it. Every token must be 1 to 255
+/// bytes long (the format stores the length in one byte). Written atomically.
+pub fn write_llmc_file(path: &Path, tokens: &[&[u8]], eot_token: u32) -> Result<()> {
+    if let Some((id, token)) = tokens.iter().enumerate().find(|(_, t)| t.is_empty() || t.len() > 255) {
+        return Err(Error::config(
+            "tokenizer",
+            format!("token {id} is {} bytes long; an llm.c tokenizer file holds tokens of 1 to 255 bytes", token.len()),
+        ));
+    }
+    if eot_token as usize >= tokens.len() {
+        return Err(Error::config(
+            "tokenizer",
+            format!("EOT id {eot_token} is outside the vocabulary of {} tokens", tokens.len()),
+        ));
+    }
+    let mut header = [0u32; 256];
+    header[..4].copy_from_slice(&[TOKENIZER_MAGIC, TOKENIZER_VERSION, tokens.len() as u32, eot_token]);
+    write_atomically(path, |out| {
+        use std::io::Write;
+        out.write_all(bytemuck::bytes_of(&header))?;
+        for token in tokens {
+            out.write_all(&[token.len() as u8])?;
+            out.write_all(token)?;
+        }
+        Ok(())
+    })
+}
 
 /// A vocabulary: each token's bytes, plus the BPE ranks when it can also encode.
 pub struct Tokenizer {

@@ -3,6 +3,7 @@
 
 mod import_hf;
 mod plot;
+mod prepare;
 mod presets;
 mod runs;
 mod sample;
@@ -30,6 +31,8 @@ enum Command {
     ImportHf(import_hf::Args),
     /// Plot the loss, learning rate and gradient norm of training runs into one SVG.
     Plot(plot::Args),
+    /// Tokenize text files, directories or a downloaded dataset into llm.c token shards.
+    Prepare(prepare::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample::run(args),
         Command::ImportHf(args) => import_hf::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Prepare(args) => prepare::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
