@@ -17,6 +17,7 @@ pub mod error;
 pub mod gpu;
 pub mod hf;
 pub mod layout;
+pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod prepare;

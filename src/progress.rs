@@ -146,6 +146,14 @@ impl Progress {
         }
     }
 
+    /// Runs `f` (which prints to the terminal) with the bar cleared, and redraws the bar after it.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
     /// Units counted so far.
     pub fn position(&self) -> u64 {
         self.position.load(Ordering::Relaxed)

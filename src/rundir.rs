@@ -17,6 +17,7 @@ use crate::checkpoint::{read_model, write_atomically, write_model, ModelDtype, H
 use crate::config::GPT2Config;
 use crate::data::LoaderState;
 use crate::error::{Error, Result};
+use crate::metrics::{RunMetrics, METRICS_FILE};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -312,52 +313,28 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// Reads the run in `dir`. Lines of metrics.jsonl that are not step or evaluation records are skipped; a line
-    /// that is not JSON is an error naming the file and line, except an unfinished last line (a run being written,
-    /// or one that crashed mid-line).
+    /// Reads the run in `dir` (see `metrics::RunMetrics` for what is read of metrics.jsonl).
     pub fn load(dir: &Path) -> Result<Self> {
         let record = read_run_record(dir)?;
-        let path = dir.join("metrics.jsonl");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io("cannot read", &path, e)),
-        };
-        let mut summary = RunSummary {
+        let metrics = if dir.join(METRICS_FILE).exists() { Some(RunMetrics::read(dir)?) } else { None };
+        let steps = metrics.as_ref().map_or(&[][..], |m| &m.steps[..]);
+        let evals = metrics.as_ref().map_or(&[][..], |m| &m.evals[..]);
+        let train_seconds: f64 = steps.iter().map(|s| s.ms / 1e3).filter(|s| s.is_finite()).sum();
+        let tokens: f64 = steps.iter().map(|s| s.tokens_per_sec * s.ms / 1e3).filter(|t| t.is_finite()).sum();
+        let best_val = evals
+            .iter()
+            .filter(|e| e.val_loss.is_finite())
+            .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
+            .map(|e| (e.val_loss as f32, e.step));
+        Ok(RunSummary {
             dir: dir.to_path_buf(),
-            steps: 0,
-            last_train_loss: None,
-            best_val: None,
-            train_seconds: 0.0,
-            tokens_per_sec: 0.0,
+            steps: steps.iter().map(|s| s.step + 1).max().unwrap_or(0),
+            last_train_loss: steps.last().map(|s| s.train_loss as f32),
+            best_val,
+            train_seconds,
+            tokens_per_sec: if train_seconds > 0.0 { tokens / train_seconds } else { 0.0 },
             record,
-        };
-        let mut tokens = 0.0f64;
-        let finished = match text.rfind('\n') {
-            Some(end) => &text[..end],
-            None => "",
-        };
-        for (i, line) in finished.lines().enumerate() {
-            let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                Error::format(&path, format!("line {}", i + 1), "a JSON object", format!("{line:?} ({e})"))
-            })?;
-            let number = |key: &str| value.get(key).and_then(|v| v.as_f64());
-            let step = number("step").map(|s| s as usize);
-            if let (Some(step), Some(loss), Some(ms)) = (step, number("train_loss"), number("ms")) {
-                summary.steps = summary.steps.max(step + 1);
-                summary.last_train_loss = Some(loss as f32);
-                summary.train_seconds += ms / 1e3;
-                tokens += number("tokens_per_sec").unwrap_or(0.0) * ms / 1e3;
-            } else if let (Some(step), Some(loss)) = (step, number("val_loss")) {
-                if summary.best_val.is_none_or(|(best, _)| (loss as f32) < best) {
-                    summary.best_val = Some((loss as f32, step));
-                }
-            }
-        }
-        if summary.train_seconds > 0.0 {
-            summary.tokens_per_sec = tokens / summary.train_seconds;
-        }
-        Ok(summary)
+        })
     }
 }
 

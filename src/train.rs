@@ -86,6 +86,12 @@ pub struct ValMetrics {
 pub enum Event<'a> {
     Step(&'a StepMetrics),
     Val(&'a ValMetrics),
+    /// An evaluation at `step` has averaged `done` of its `total` batches.
+    EvalBatch {
+        step: usize,
+        done: usize,
+        total: usize,
+    },
     Sample {
         step: usize,
         text: &'a str,
@@ -140,14 +146,20 @@ impl MetricsFile {
     }
 }
 
-/// Mean loss over the first `batches` batches of `loader` (from its start).
-pub fn evaluate(model: &mut GPT2, loader: &mut DataLoader, batches: usize) -> Result<f32> {
+/// Mean loss over the first `batches` batches of `loader` (from its start); `on_batch` hears how many are done.
+pub fn evaluate(
+    model: &mut GPT2,
+    loader: &mut DataLoader,
+    batches: usize,
+    mut on_batch: impl FnMut(usize),
+) -> Result<f32> {
     loader.reset();
     let (b, t) = (loader.batch_size(), loader.seq_len());
     let mut sum = 0.0f64;
-    for _ in 0..batches {
+    for done in 1..=batches {
         let (inputs, targets) = loader.next_batch();
         sum += model.forward(inputs, Some(targets), b, t)?.expect("targets given") as f64;
+        on_batch(done);
     }
     Ok((sum / batches as f64) as f32)
 }
@@ -192,7 +204,9 @@ pub fn train(
         let last = step == opts.steps;
         if let Some(val) = val.as_deref_mut() {
             if opts.val_every > 0 && (step % opts.val_every == 0 || last) {
-                let record = ValMetrics { step, val_loss: evaluate(model, val, opts.val_batches)? };
+                let total = opts.val_batches;
+                let val_loss = evaluate(model, val, total, |done| on_event(Event::EvalBatch { step, done, total }))?;
+                let record = ValMetrics { step, val_loss };
                 summary.val_losses.push((step, record.val_loss));
                 if let Some(m) = metrics.as_mut() {
                     m.write(&record)?;

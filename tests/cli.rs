@@ -250,11 +250,15 @@ fn out_dir_gets_metrics_jsonl_with_llm_c_step_and_val_records() {
 }
 
 #[test]
-fn out_dir_gets_a_model_bin_with_the_run_config() {
+fn out_dir_gets_a_model_bin_with_the_run_config_a_record_and_a_plot() {
     let dir = TempDir::new().unwrap();
     let mut args = tiny(&[]);
     args.extend(["-o".to_string(), dir.path().display().to_string()]);
-    assert_success(&run(&args));
+    let out = run(&args);
+    assert_success(&out);
+    let svg = std::fs::read_to_string(dir.path().join("plot.svg")).expect("the run ends with a plot");
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "an SVG with lines: {}", &svg[..svg.len().min(200)]);
+    assert!(out.stdout.contains("plot.svg"), "{}", out.stdout);
 
     let (config, params) = read_model(&dir.path().join("model.bin")).expect("model.bin reads back");
     let expected = GPT2Config {
@@ -267,6 +271,10 @@ fn out_dir_gets_a_model_bin_with_the_run_config() {
     };
     assert_eq!(config, expected);
     assert_eq!(params.len(), expected.num_parameters());
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.json")).unwrap()).unwrap();
+    assert_eq!(record["args"]["batch_size"], 2, "run.json holds the settings: {record}");
+    assert_eq!(record["parameters"], expected.num_parameters(), "{record}");
+    assert!(record["sessions"][0]["device"].as_str().unwrap().starts_with("cpu"), "{record}");
     assert!(params.iter().all(|p| p.is_finite()), "trained parameters should be finite");
     let init = GPT2::random(expected, 1337).unwrap();
     assert_ne!(params, init.params().unwrap(), "model.bin should hold the trained, not the initial, parameters");

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use llmrs::plot::{plot_metrics, plot_runs, RunMetrics};
+use llmrs::metrics::RunMetrics;
+use llmrs::plot::{plot_metrics, plot_runs};
 use tempfile::TempDir;
 
 /// A synthetic run: `steps` step lines (loss falling from 10 to about 0.5, gradient norm 1, 2, 3, 1, ...) and an

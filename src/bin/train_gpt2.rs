@@ -9,11 +9,13 @@ use llmrs::corpus;
 use llmrs::data::DataLoader;
 use llmrs::error::{Error, Result};
 use llmrs::model::{AdamWConfig, MemoryPlan, GPT2};
+use llmrs::progress::{Progress, Style, Unit};
 use llmrs::rundir::{self, RunRecord, Session, TrainCheckpoint};
 use llmrs::sample::SamplingOptions;
 use llmrs::tokenizer::Tokenizer;
 use llmrs::train::{train, Event, TrainOptions};
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -585,6 +587,11 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
         keep_checkpoints: args.keep_checkpoints,
     };
     let steps = args.steps;
+    // A bar with ETA on an interactive terminal; elsewhere the step lines on stdout are the progress.
+    let interactive = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let style = if interactive { Style::Bar } else { Style::Silent };
+    let progress = Progress::with_style("train", Some(steps as u64), Unit::Items("steps"), style);
+    progress.inc(resume_state.as_ref().map_or(0, |s| s.step) as u64);
     let summary = train(
         &mut model,
         &mut train_loader,
@@ -594,25 +601,46 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
         args.out.as_deref(),
         resume_state.as_ref(),
         |event| match event {
-            Event::Step(m) => say!(
-                "step {:>5}/{steps} | train loss {:.4} | lr {:.2e} | norm {:.3} | {:.1} ms | {:.0} tok/s",
-                m.step + 1,
-                m.train_loss,
-                m.lr,
-                m.grad_norm,
-                m.ms,
-                m.tokens_per_sec
-            ),
-            Event::Val(m) => say!("step {:>5}/{steps} | val loss {:.4}", m.step, m.val_loss),
-            Event::Sample { step, text } => say!("--- sample at step {step} ---\n{}\n---", text.trim_end()),
-            Event::Checkpoint { step, dir } => say!("step {step:>5}/{steps} | checkpoint {}", dir.display()),
+            Event::Step(m) => {
+                progress.suspend(|| {
+                    say!(
+                        "step {:>5}/{steps} | train loss {:.4} | lr {:.2e} | norm {:.3} | {:.1} ms | {:.0} tok/s",
+                        m.step + 1,
+                        m.train_loss,
+                        m.lr,
+                        m.grad_norm,
+                        m.ms,
+                        m.tokens_per_sec
+                    )
+                });
+                progress.inc(1);
+                progress.set_message(format!("loss {:.4}", m.train_loss));
+            }
+            Event::EvalBatch { done, total, .. } => progress.set_message(format!("evaluating {done}/{total}")),
+            Event::Val(m) => {
+                progress.suspend(|| say!("step {:>5}/{steps} | val loss {:.4}", m.step, m.val_loss));
+                progress.set_message(format!("val loss {:.4}", m.val_loss));
+            }
+            Event::Sample { step, text } => {
+                progress.suspend(|| say!("--- sample at step {step} ---\n{}\n---", text.trim_end()))
+            }
+            Event::Checkpoint { step, dir } => {
+                progress.suspend(|| say!("step {step:>5}/{steps} | checkpoint {}", dir.display()))
+            }
         },
     )?;
+    progress.finish();
     say!("done: {} steps, {:.0} tokens/s on average", steps, summary.tokens_per_sec);
     if let Some(dir) = &args.out {
         let path = dir.join("model.bin");
         write_model(&path, &cfg, &model.params()?, ModelDtype::F32)?;
         say!("wrote {} and {}", path.display(), dir.join("metrics.jsonl").display());
+        // The run is saved; a plot that cannot be drawn is worth a warning, not a failed run.
+        let plot = dir.join("plot.svg");
+        match llmrs::plot::plot_runs(&[dir], &plot) {
+            Ok(()) => say!("plot: {}", plot.display()),
+            Err(e) => eprintln!("warning: no plot: {e}"),
+        }
     }
     Ok(())
 }

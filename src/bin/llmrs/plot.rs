@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use llmrs::plot::{plot_metrics, RunMetrics};
+use llmrs::metrics::RunMetrics;
+use llmrs::plot::plot_metrics;
 use llmrs::Result;
 
 #[derive(Debug, clap::Args)]
