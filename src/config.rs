@@ -26,11 +26,13 @@ pub struct GPT2Config {
 pub const GPT2_VOCAB_SIZE: usize = 50257;
 pub const GPT2_PADDED_VOCAB_SIZE: usize = 50304;
 
-/// The named presets: depth `dN`, with llm.c's widths for d12..d48 and two small rungs for CPU work.
+/// The named presets, a ladder from a laptop CPU to a GPU: `tiny` (5M) and `d4` (16M, the default) for a loss
+/// curve in minutes on a CPU, `small` (30M), then llm.c's GPT-2 sizes by depth `dN`.
 pub const PRESETS: &[(&str, usize, usize, usize)] = &[
     // (name, L, C, NH)
+    ("tiny", 4, 96, 3),
     ("d4", 4, 256, 4),
-    ("d6", 6, 384, 6),
+    ("small", 6, 384, 6),
     ("d12", 12, 768, 12),
     ("d24", 24, 1024, 16),
     ("d36", 36, 1280, 20),
@@ -44,8 +46,9 @@ pub fn padded_vocab(vocab_size: usize) -> usize {
 }
 
 impl GPT2Config {
-    /// A preset by name (`d4`, `d6`, `d12`, `d24`, `d36`, `d48`) with GPT-2's vocabulary and maxT = 1024.
+    /// A preset by name (see `PRESETS`; `d6` is another name for `small`) with GPT-2's vocabulary and maxT = 1024.
     pub fn preset(name: &str) -> Option<Self> {
+        let name = if name == "d6" { "small" } else { name };
         PRESETS.iter().find(|p| p.0 == name).map(|&(_, num_layers, channels, num_heads)| GPT2Config {
             max_seq_len: 1024,
             vocab_size: GPT2_VOCAB_SIZE,

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod prepare;
+pub mod presets;
 pub mod progress;
 pub mod rng;
 pub mod rundir;

@@ -871,3 +871,33 @@ fn a_new_run_refuses_an_out_dir_that_holds_one() {
     assert_success(&run(tiny(&[("--out", &out)])));
     assert_error(&run(tiny(&[("--out", &out)])), &["--out", "already holds a run", "--resume"]);
 }
+
+#[test]
+fn list_presets_shows_the_ladder_with_sizes_memory_and_times_that_scale_with_flops() {
+    let out = run(["--list", "presets", "-b", "2", "-t", "8", "--threads", "1"]);
+    assert_success(&out);
+    let rows: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .filter(|r: &Vec<&str>| !r.is_empty())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(names, ["tiny", "d4", "small", "d12", "d24", "d36", "d48"], "{}", out.stdout);
+    let mut per_gflop = Vec::new();
+    for row in &rows {
+        let config = GPT2Config::preset(row[0]).unwrap();
+        assert_eq!(row[4], format!("{:.1}M", config.num_parameters() as f64 / 1e6), "{row:?}");
+        let plan = llmrs::model::MemoryPlan::new(&config, 2, 8);
+        assert!(row.join(" ").contains(&format!("{plan}")), "the memory plan of {}: {row:?}", row[0]);
+        let (gflop, seconds): (f64, f64) = (row[5].parse().unwrap(), row[6].parse().unwrap());
+        assert!(seconds > 0.0, "{row:?}");
+        per_gflop.push(seconds / gflop);
+    }
+    // One measured rate for all: seconds per GFLOP agree up to the table's rounding.
+    let (min, max) = per_gflop.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    assert!(max / min < 1.5, "time per GFLOP should be one rate: {per_gflop:?}\n{}", out.stdout);
+    assert!(GPT2Config::preset("tiny").unwrap().num_parameters() < 6_000_000);
+    assert_eq!(GPT2Config::preset("d6"), GPT2Config::preset("small"), "d6 is another name for small");
+}

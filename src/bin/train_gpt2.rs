@@ -24,6 +24,13 @@ const BUILTIN_STORIES: usize = 4000;
 /// Every tenth built-in story goes to the validation split.
 const BUILTIN_VAL_EVERY: usize = 10;
 
+/// What `--list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Listing {
+    Presets,
+}
+
 /// Train GPT-2 from scratch (or from an llm.c checkpoint) on llm.c token shards.
 ///
 /// With no flags, trains the d4 preset on built-in generated stories on the CPU. One-letter flags are llm.c's.
@@ -32,7 +39,8 @@ const BUILTIN_VAL_EVERY: usize = 10;
 #[command(name = "train_gpt2", version, max_term_width = 110, args_override_self = true)]
 struct Args {
     /// Model: an llm.c checkpoint (.bin, version 3 or 5) or a preset for random init:
-    /// d4 (16M), d6 (30M), d12 (GPT-2 124M), d24 (355M), d36 (774M), d48 (1.56B)
+    /// tiny (5M), d4 (16M), small or d6 (30M), d12 (GPT-2 124M), d24 (355M), d36 (774M), d48 (1.56B);
+    /// `--list presets` shows their memory and time per step here
     #[arg(short = 'e', long, default_value = "d4", help_heading = "Model")]
     model: String,
     /// Override the preset's number of layers (L)
@@ -140,6 +148,9 @@ struct Args {
     /// Where to train
     #[arg(long, value_enum, default_value_t = Device::Auto, help_heading = "System")]
     device: Device,
+    /// Print a list and exit: `presets` (parameters, memory and estimated time per step at -b/-t on --device)
+    #[arg(long, value_enum, help_heading = "System")]
+    list: Option<Listing>,
 }
 
 /// println! that ignores a closed stdout (`train_gpt2 | head`): the run goes on and still writes its files,
@@ -430,6 +441,10 @@ fn find_checkpoint(out: &Path, steps: usize) -> Result<TrainCheckpoint> {
 
 fn run(args: &Args, argv: &[OsString]) -> Result<()> {
     check_flags(args)?;
+    if let Some(Listing::Presets) = args.list {
+        say!("{}", llmrs::presets::preset_table(args.device, args.batch_size, args.seq_len)?);
+        return Ok(());
+    }
     match (&args.out, args.resume) {
         (None, _) if args.checkpoint_every > 0 => {
             return Err(Error::config("--checkpoint-every", "needs --out, the directory to write checkpoints into"))

@@ -1,36 +1,23 @@
-//! `llmrs presets`: the ladder of model presets, with parameter counts and memory plans.
+//! `llmrs presets`: the ladder of model presets with their parameters, memory plans and estimated time per step
+//! on this device (the same table as `train_gpt2 --list presets`).
 
-use llmrs::config::{GPT2Config, PRESETS};
-use llmrs::model::MemoryPlan;
+use llmrs::backend::Device;
 use llmrs::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Batch size the memory plans are computed for.
+    /// Batch size the memory plans and times are for.
     #[arg(short = 'b', long, default_value_t = 4)]
     batch_size: usize,
-    /// Sequence length the memory plans are computed for.
+    /// Sequence length the memory plans and times are for (cut to each preset's maxT).
     #[arg(short = 't', long, default_value_t = 64)]
     seq_len: usize,
+    /// Device to estimate for.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    llmrs::data::check_sizes(args.batch_size, args.seq_len)?;
-    println!(
-        "{:<6} {:>4} {:>5} {:>4} {:>10}  memory for B={} T={}",
-        "preset", "L", "C", "NH", "params", args.batch_size, args.seq_len
-    );
-    for &(name, ..) in PRESETS {
-        let config = GPT2Config::preset(name).expect("listed presets exist");
-        let plan = MemoryPlan::new(&config, args.batch_size, args.seq_len.min(config.max_seq_len));
-        println!(
-            "{:<6} {:>4} {:>5} {:>4} {:>9.1}M  {plan}",
-            name,
-            config.num_layers,
-            config.channels,
-            config.num_heads,
-            config.num_parameters() as f64 / 1e6
-        );
-    }
+    print!("{}", llmrs::presets::preset_table(args.device, args.batch_size, args.seq_len)?);
     Ok(())
 }
