@@ -72,6 +72,36 @@ impl std::fmt::Display for MemoryPlan {
     }
 }
 
+/// Mean, standard deviation and largest magnitude of a tensor: enough to see activations or gradients vanish,
+/// explode or drift, layer by layer.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TensorStats {
+    pub mean: f32,
+    pub std: f32,
+    pub max_abs: f32,
+}
+
+impl TensorStats {
+    /// The statistics of `xs`, summed in f64.
+    pub fn of(xs: &[f32]) -> Self {
+        let n = xs.len().max(1) as f64;
+        let mean = xs.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        let max_abs = xs.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+        TensorStats { mean: mean as f32, std: var.sqrt() as f32, max_abs }
+    }
+}
+
+/// One transformer block's statistics after a training pass, by tensor name.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayerStats {
+    pub layer: usize,
+    /// Activations: LayerNorm output, queries/keys/values, attention output, GELU output, the block's output.
+    pub activations: std::collections::BTreeMap<&'static str, TensorStats>,
+    /// Gradients of the four weight matrices, and of the block's output (the residual stream).
+    pub gradients: std::collections::BTreeMap<&'static str, TensorStats>,
+}
+
 /// A GPT-2 model with everything training needs, on one backend.
 pub struct GPT2 {
     pub config: GPT2Config,
@@ -217,6 +247,82 @@ impl GPT2 {
         let cell = Tensor { offset: logits.offset + row * vp, len: out.len(), ..logits };
         assert!(cell.offset + cell.len <= logits.offset + logits.len, "row {row} outside the logits");
         self.backend.read(cell, out)
+    }
+
+    /// Per-block statistics of the activations and gradients of the last `forward_backward` (copied off the
+    /// device tensor by tensor, so this costs a read of each; for inspection, not for every step of a fast run).
+    pub fn layer_stats(&self) -> Result<Vec<LayerStats>> {
+        let (b, t) = self.batch;
+        let c = self.config.channels;
+        let (btc, cc) = (b * t * c, c * c);
+        let (a, d) = (self.acts(Buf::Acts), self.acts(Buf::GradActs));
+        let g = self.param_sizes.tensors(Buf::Grads);
+        let mut scratch = Vec::new();
+        let mut stats = |tensor: Tensor| -> Result<TensorStats> {
+            scratch.resize(tensor.len, 0.0);
+            self.backend.read(tensor, &mut scratch)?;
+            Ok(TensorStats::of(&scratch))
+        };
+        (0..self.config.num_layers)
+            .map(|l| {
+                let activations = [
+                    ("ln1", a.ln1.layer(l, btc)),
+                    ("qkv", a.qkv.layer(l, 3 * btc)),
+                    ("atty", a.atty.layer(l, btc)),
+                    ("fch_gelu", a.fch_gelu.layer(l, 4 * btc)),
+                    ("residual3", a.residual3.layer(l, btc)),
+                ];
+                let gradients = [
+                    ("qkvw", g.qkvw.layer(l, 3 * cc)),
+                    ("attprojw", g.attprojw.layer(l, cc)),
+                    ("fcw", g.fcw.layer(l, 4 * cc)),
+                    ("fcprojw", g.fcprojw.layer(l, 4 * cc)),
+                    ("residual3", d.residual3.layer(l, btc)),
+                ];
+                let mut layer = LayerStats { layer: l, activations: Default::default(), gradients: Default::default() };
+                for (name, tensor) in activations {
+                    layer.activations.insert(name, stats(tensor)?);
+                }
+                for (name, tensor) in gradients {
+                    layer.gradients.insert(name, stats(tensor)?);
+                }
+                Ok(layer)
+            })
+            .collect()
+    }
+
+    /// The attention probabilities (T, T) of head `head` of layer `layer` for sequence `b` of the last forward
+    /// pass: row i is query position i's softmax over key positions 0..=i (zero above the diagonal). Recomputed
+    /// from the saved q, k and log-sum-exp, which is all attention keeps.
+    pub fn attention_map(&self, b: usize, layer: usize, head: usize) -> Result<Vec<f32>> {
+        let (batch, t) = self.batch;
+        let cfg = &self.config;
+        let (c, nh) = (cfg.channels, cfg.num_heads);
+        let hs = c / nh;
+        for (name, value, limit) in [("sequence", b, batch), ("layer", layer, cfg.num_layers), ("head", head, nh)] {
+            if value >= limit {
+                return Err(Error::config(name, format!("expected 0..{limit}, found {value}")));
+            }
+        }
+        let a = self.acts(Buf::Acts);
+        let mut qkv = vec![0.0f32; t * 3 * c];
+        let qkv_layer = a.qkv.layer(layer, batch * t * 3 * c);
+        self.backend
+            .read(Tensor { offset: qkv_layer.offset + b * t * 3 * c, len: t * 3 * c, ..qkv_layer }, &mut qkv)?;
+        let mut lse = vec![0.0f32; t * nh];
+        let lse_layer = a.att_lse.layer(layer, batch * t * nh);
+        self.backend.read(Tensor { offset: lse_layer.offset + b * t * nh, len: t * nh, ..lse_layer }, &mut lse)?;
+        let scale = 1.0 / (hs as f32).sqrt();
+        let mut map = vec![0.0f32; t * t];
+        for i in 0..t {
+            let q = &qkv[i * 3 * c + head * hs..][..hs];
+            for j in 0..=i {
+                let k = &qkv[j * 3 * c + c + head * hs..][..hs];
+                let score = q.iter().zip(k).map(|(x, y)| x * y).sum::<f32>() * scale;
+                map[i * t + j] = (score - lse[i * nh + head]).exp();
+            }
+        }
+        Ok(map)
     }
 
     /// Checks the shapes and token ids of one batch before any layer touches them.

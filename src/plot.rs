@@ -68,6 +68,13 @@ pub fn plot_metrics(runs: &[RunMetrics], out: &Path) -> Result<()> {
         let what = if runs.len() == 1 { "metrics".to_string() } else { format!("metrics of all {} runs", runs.len()) };
         return Err(Error::format(&first.path, what, "a step or an evaluation", "none yet"));
     }
+    check_output(out)?;
+    let svg = render_svg(runs).map_err(|e| Error::io("cannot draw plot", out, std::io::Error::other(e)))?;
+    crate::checkpoint::write_atomically(out, |file| file.write_all(svg.as_bytes()))
+}
+
+/// Refuses an output path that cannot be written before any drawing is done.
+fn check_output(out: &Path) -> Result<()> {
     if out.file_name().is_none() {
         return Err(Error::config("output", format!("{} is not a file name", out.display())));
     }
@@ -78,7 +85,62 @@ pub fn plot_metrics(runs: &[RunMetrics], out: &Path) -> Result<()> {
     if out.is_dir() {
         return refuse(std::io::ErrorKind::IsADirectory, "it is a directory".to_string());
     }
-    let svg = render_svg(runs).map_err(|e| Error::io("cannot draw plot", out, std::io::Error::other(e)))?;
+    Ok(())
+}
+
+/// Side of the attention map's square in pixels (plus room for labels).
+const ATTENTION_SIZE: u32 = 900;
+/// Above this many tokens the axes show positions instead of the tokens' text, which would overlap.
+const ATTENTION_LABELS_MAX: usize = 48;
+
+/// Writes an attention map to `out` as an SVG: `map` is (T, T) row-major, row i the probabilities query i gives
+/// to each key (`GPT2::attention_map`), drawn as a grid from white (0) to dark blue (1) with queries down and
+/// keys across, labelled with the `tokens`' text.
+pub fn attention_svg(tokens: &[String], map: &[f32], title: &str, out: &Path) -> Result<()> {
+    let t = tokens.len();
+    if map.len() != t * t {
+        return Err(Error::config("attention map", format!("expected {t}x{t} values, found {}", map.len())));
+    }
+    check_output(out)?;
+    // The grid starts at (MARGIN, MARGIN) with queries down the left and keys along the top; each cell is
+    // `cell` pixels square.
+    const MARGIN: i32 = 160;
+    let cell = (ATTENTION_SIZE as i32 / t.max(1) as i32).max(1);
+    let side = MARGIN + cell * t as i32 + 20;
+    let label = |i: usize| -> String {
+        match tokens.get(i) {
+            Some(text) if t <= ATTENTION_LABELS_MAX => format!("{text:?}"),
+            _ => i.to_string(),
+        }
+    };
+    let mut svg = String::new();
+    let drawn = (|| -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::with_string(&mut svg, (side as u32, side as u32)).into_drawing_area();
+        root.fill(&WHITE)?;
+        root.draw(&Text::new(title.to_string(), (10, 10), ("sans-serif", 18)))?;
+        root.draw(&Text::new("keys \u{2192}", (MARGIN, 40), ("sans-serif", 14)))?;
+        root.draw(&Text::new("queries \u{2193}", (10, 40), ("sans-serif", 14)))?;
+        let labels_every = t.div_ceil(ATTENTION_LABELS_MAX);
+        let font = ("sans-serif", 11).into_font();
+        for i in (0..t).step_by(labels_every) {
+            let centre = MARGIN + cell * i as i32 + cell / 2;
+            root.draw(&Text::new(label(i), (10, centre - 5), font.clone()))?;
+            let rotated = font.clone().transform(FontTransform::Rotate90);
+            root.draw(&Text::new(label(i), (centre - 5, 60), rotated))?;
+        }
+        for i in 0..t {
+            for j in 0..t {
+                let p = map[i * t + j].clamp(0.0, 1.0) as f64;
+                let shade = |full: u8| (255.0 - p * (255.0 - full as f64)) as u8;
+                let colour = RGBColor(shade(0x08), shade(0x30), shade(0x6b));
+                let (x, y) = (MARGIN + cell * j as i32, MARGIN + cell * i as i32);
+                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], colour.filled()))?;
+            }
+        }
+        root.present()?;
+        Ok(())
+    })();
+    drawn.map_err(|e| Error::io("cannot draw attention map", out, std::io::Error::other(e.to_string())))?;
     crate::checkpoint::write_atomically(out, |file| file.write_all(svg.as_bytes()))
 }
 

@@ -177,6 +177,8 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match &self.bpe {
             Some(bpe) => Ok(bpe.encode_ordinary(text)),
+            // A byte-level vocabulary (`llmrs prepare --tokenizer bytes`) encodes without merges: a byte is a token.
+            None if self.is_byte_level() => Ok(text.bytes().map(u32::from).collect()),
             None => Err(Error::config(
                 "tokenizer",
                 format!(
@@ -207,6 +209,12 @@ impl Tokenizer {
         let end = *self.ends.get(id)?;
         let start = if id == 0 { 0 } else { self.ends[id - 1] };
         Some(&self.bytes[start..end])
+    }
+
+    /// Whether this is a byte-level vocabulary: 256 tokens, token i the single byte i (the EOT token aside).
+    pub fn is_byte_level(&self) -> bool {
+        self.vocab_size() == 256
+            && (0..256u32).all(|id| id == self.eot_token || self.token_bytes(id) == Some(&[id as u8][..]))
     }
 
     /// The id that separates documents (`<|endoftext|>` for GPT-2).

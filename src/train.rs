@@ -5,7 +5,7 @@
 use crate::cpu::global_norm::clip_scale;
 use crate::data::DataLoader;
 use crate::error::{Error, Result};
-use crate::model::{AdamWConfig, GPT2};
+use crate::model::{AdamWConfig, LayerStats, GPT2};
 use crate::rng::Rng;
 use crate::rundir::{self, TrainState};
 use crate::sample::{generate, SamplingOptions};
@@ -48,6 +48,15 @@ pub struct TrainOptions {
     pub checkpoint_every: usize,
     /// Keep only the newest this many checkpoints (0 = all).
     pub keep_checkpoints: usize,
+    /// Log per-layer activation and gradient statistics of every step to metrics.jsonl.
+    pub inspect: bool,
+}
+
+/// One line of metrics.jsonl with a step's per-layer statistics (`--inspect`).
+#[derive(Debug, Clone, Serialize)]
+struct InspectRecord {
+    step: usize,
+    inspect: Vec<LayerStats>,
 }
 
 /// llm.c's schedule: linear warmup over `warmup` steps, then cosine decay from `lr` to `lr * final_frac` at the
@@ -229,6 +238,8 @@ pub fn train(
         model.zero_grad()?;
         let (inputs, targets) = train.next_batch();
         let train_loss = model.forward_backward(inputs, targets, b, t)?;
+        // Read before the update, while activations and gradients are this step's; not timed.
+        let inspected = if opts.inspect { Some(model.layer_stats()?) } else { None };
         let grad_norm = model.grad_norm()?;
         let lr = learning_rate(step, opts.steps, opts.lr, opts.warmup, opts.lr_final_frac);
         model.update(&opts.adamw, lr, clip_scale(grad_norm, opts.grad_clip), step as u32 + 1)?;
@@ -243,6 +254,9 @@ pub fn train(
         summary.train_losses.push(train_loss);
         if let Some(m) = metrics.as_mut() {
             m.write(&record)?;
+            if let Some(inspect) = inspected {
+                m.write(&InspectRecord { step, inspect })?;
+            }
         }
         on_event(Event::Step(&record));
 

@@ -126,6 +126,7 @@ fn check_training(name: &str) {
         seed: 0,
         checkpoint_every: 0,
         keep_checkpoints: 0,
+        inspect: false,
     };
     let (config, params) = read_model(&fixture(&format!("{name}_model.bin"))).unwrap();
     let mut model = GPT2::new(config, params).unwrap();

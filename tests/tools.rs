@@ -159,3 +159,34 @@ fn sample_names_what_is_wrong_with_bad_input() {
     assert!(!ok && stderr.contains("--tokenizer") && stderr.contains("300"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn sample_encodes_prompts_for_a_byte_level_model_with_its_tokenizer_file() {
+    let dir = TempDir::new().unwrap();
+    let config = llmrs::GPT2Config {
+        max_seq_len: 32,
+        vocab_size: 256,
+        padded_vocab_size: 256,
+        num_layers: 1,
+        num_heads: 2,
+        channels: 32,
+    };
+    let model_path = dir.path().join("bytes.bin");
+    let model = llmrs::model::GPT2::random(config, 9).unwrap();
+    llmrs::checkpoint::write_model(&model_path, &config, &model.params().unwrap(), llmrs::checkpoint::ModelDtype::F32)
+        .unwrap();
+    // Token i is byte i; 255 (never in UTF-8) ends a document.
+    let singles: Vec<[u8; 1]> = (0..=255u8).map(|b| [b]).collect();
+    let mut tokens: Vec<&[u8]> = singles.iter().map(|b| &b[..]).collect();
+    tokens[255] = b"<|endoftext|>";
+    let tokenizer_path = dir.path().join("tokenizer.bin");
+    llmrs::tokenizer::write_llmc_file(&tokenizer_path, &tokens, 255).unwrap();
+
+    let args = ["sample", model_path.to_str().unwrap(), "--tokenizer", tokenizer_path.to_str().unwrap()];
+    let (ok, stdout, stderr) =
+        run(env!("CARGO_BIN_EXE_llmrs"), &[&args[..], &["-p", "ab", "-n", "5", "--temperature", "0"]].concat());
+    assert!(ok, "{stderr}");
+    let expected = greedy_tokens(&model_path, &[u32::from(b'a'), u32::from(b'b')], 5);
+    let tokenizer = llmrs::tokenizer::Tokenizer::from_llmc_file(&tokenizer_path).unwrap();
+    assert_eq!(stdout, format!("ab{}\n", tokenizer.decode(&expected)));
+}

@@ -104,6 +104,9 @@ struct Args {
     /// Sample among the k most likely tokens only (0 = all)
     #[arg(long, default_value_t = 0, help_heading = "Output")]
     top_k: usize,
+    /// Add per-layer activation and gradient statistics (mean, std, max |x|) of every step to metrics.jsonl
+    #[arg(long, help_heading = "Output")]
+    inspect: bool,
 
     /// Sequences per batch (B)
     #[arg(short = 'b', long, default_value_t = 4, help_heading = "Optimisation")]
@@ -188,6 +191,7 @@ const CHANGEABLE_ON_RESUME: &[&str] = &[
     "gen_tokens",
     "temperature",
     "top_k",
+    "inspect",
     "tokenizer",
     "threads",
     "device",
@@ -600,6 +604,7 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         keep_checkpoints: args.keep_checkpoints,
+        inspect: args.inspect,
     };
     let steps = args.steps;
     // A bar with ETA on an interactive terminal; elsewhere the step lines on stdout are the progress.

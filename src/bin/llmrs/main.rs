@@ -1,6 +1,7 @@
 //! `llmrs`: the tools around training (`train_gpt2` trains). One subcommand per job, each in its own file here;
 //! the work itself lives in the library so tests can call it directly.
 
+mod attention;
 mod import_hf;
 mod plot;
 mod prepare;
@@ -27,6 +28,8 @@ enum Command {
     Runs(runs::Args),
     /// Continue a prompt with a trained model, streaming the text.
     Sample(sample::Args),
+    /// Draw what one attention head attends to on a prompt, as an SVG heat map.
+    Attention(attention::Args),
     /// Convert a Hugging Face GPT-2 (config.json + model.safetensors) into an llm.c model file.
     ImportHf(import_hf::Args),
     /// Plot the loss, learning rate and gradient norm of training runs into one SVG.
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Presets(args) => presets::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Attention(args) => attention::run(args),
         Command::ImportHf(args) => import_hf::run(args),
         Command::Plot(args) => plot::run(args),
         Command::Prepare(args) => prepare::run(args),

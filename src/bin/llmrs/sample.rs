@@ -39,7 +39,7 @@ pub struct Args {
 }
 
 /// The model file `path` names: the file itself, or in a run directory the final model or the newest checkpoint.
-fn model_file(path: &Path) -> Result<PathBuf> {
+pub fn model_file(path: &Path) -> Result<PathBuf> {
     if !path.is_dir() {
         return Ok(path.to_path_buf());
     }
