@@ -18,6 +18,7 @@ pub mod gpu;
 pub mod hf;
 pub mod layout;
 pub mod metrics;
+pub mod mfu;
 pub mod model;
 pub mod plot;
 pub mod prepare;

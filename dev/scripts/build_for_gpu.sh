@@ -13,4 +13,7 @@ test_bin=$(cargo test --release --features cuda --test gpu_kernels --no-run --me
 cp "$test_bin" "$out/gpu_kernels"
 cargo build --release --features cuda --bin train_gpt2
 cp target/release/train_gpt2 "$out/train_gpt2"
+bench_bin=$(cargo bench --features cuda --bench kernels --no-run --message-format=json \
+    | grep -o '"executable":"[^"]*kernels[^"]*"' | tail -n 1 | cut -d'"' -f4)
+cp "$bench_bin" "$out/kernels"
 ls -la "$out"

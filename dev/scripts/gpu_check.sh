@@ -48,14 +48,20 @@ for name in $("$dir/gpu_kernels" --list --ignored 2>/dev/null | sed -n 's/: test
     printf '%-72s %-6s %-14s %8s\n' "$name" "$result" "${max:--}" "$ms"
     if [ $status -ne 0 ]; then printf '%s\n' "$log" | grep -E "panicked|vs cpu|error" | head -n 5 | sed 's/^/    /'; fi
 done
-echo "== train_gpt2 --device cuda: GPT-2 124M (d12), fp32, B=8 T=256, built-in stories, 30 steps"
+echo "== train_gpt2 --device cuda: GPT-2 124M (d12), fp32, B=16 T=1024, built-in stories, 30 steps (tok/s, MFU)"
 start=$(date +%s%N)
-log=$("$dir/train_gpt2" --device cuda --model d12 -b 8 -t 256 --steps 30 --val-every 15 --val-batches 4 \
+log=$("$dir/train_gpt2" --device cuda --model d12 -b 16 -t 1024 --steps 30 --val-every 15 --val-batches 2 \
     --sample-every 0 2>&1)
 status=$?
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 printf '%s\n' "$log" | grep -E "^(device|model|memory|error)|step +(1|2|10|20|30)/|val loss|done" | sed 's/^/    /'
 if [ $status -eq 0 ]; then result=ok; passed=$((passed + 1)); else result=FAIL; failed=$((failed + 1)); fi
 printf '%-72s %-6s %-14s %8s\n' "train_gpt2 --device cuda (d12, 30 steps)" "$result" "-" "$ms"
+if [ -x "$dir/kernels" ]; then
+    echo "== kernel benches at GPT-2 124M shapes (B=8, T=1024): rate and share of the GPU's peak"
+    # --quick: a few samples each, enough for the table; GPU rows only (the CPU's take minutes at this size).
+    LLMRS_BENCH_GPU_ONLY=1 LLMRS_BENCH_BT=${LLMRS_BENCH_BT:-8,1024} timeout 240 "$dir/kernels" --bench --quick 2>/dev/null \
+        | sed -n '/^kernels at/,$p'
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

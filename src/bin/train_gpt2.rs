@@ -607,6 +607,16 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
         inspect: args.inspect,
     };
     let steps = args.steps;
+    let flops_per_step = cfg.flops_per_token(args.seq_len) * (args.batch_size * args.seq_len) as f64;
+    // MFU where the device's peak is known (GPUs; fp32 until mixed precision exists), else GFLOP/s.
+    let peak = llmrs::mfu::lookup(&device);
+    let speed = |ms: f64| {
+        let flops_per_sec = flops_per_step / (ms / 1e3);
+        match peak {
+            Some(peak) => format!("MFU {:.1}%", 100.0 * llmrs::mfu::mfu(peak, flops_per_sec, false)),
+            None => format!("{:.1} GFLOP/s", flops_per_sec / 1e9),
+        }
+    };
     // A bar with ETA on an interactive terminal; elsewhere the step lines on stdout are the progress.
     let interactive = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let style = if interactive { Style::Bar } else { Style::Silent };
@@ -624,13 +634,14 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
             Event::Step(m) => {
                 progress.suspend(|| {
                     say!(
-                        "step {:>5}/{steps} | train loss {:.4} | lr {:.2e} | norm {:.3} | {:.1} ms | {:.0} tok/s",
+                        "step {:>5}/{steps} | train loss {:.4} | lr {:.2e} | norm {:.3} | {:.1} ms | {:.0} tok/s | {}",
                         m.step + 1,
                         m.train_loss,
                         m.lr,
                         m.grad_norm,
                         m.ms,
-                        m.tokens_per_sec
+                        m.tokens_per_sec,
+                        speed(m.ms)
                     )
                 });
                 progress.inc(1);
