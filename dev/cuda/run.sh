@@ -20,7 +20,7 @@ emu | nvcc | all) ;;
     exit 2
     ;;
 esac
-studies=(layernorm_forward)
+studies=(layernorm_forward attention_forward)
 out="$root/target/dev-cuda"
 mkdir -p "$out"
 failed=0
