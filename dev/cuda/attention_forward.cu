@@ -477,7 +477,7 @@ int main(int argc, char** argv) {
     std::vector<float> out_cpu((size_t)B * T * C), lse_cpu((size_t)B * T * NH);
     attention_forward_cpu(out_cpu.data(), lse_cpu.data(), qkv.data(), B, T, C, NH);
 
-    const float* d_qkv = to_device(qkv);
+    float* d_qkv = to_device(qkv);
     float* d_out = device_alloc<float>((size_t)B * T * C);
     float* d_lse = device_alloc<float>((size_t)B * T * NH);
     float* d_preatt = device_alloc<float>((size_t)B * NH * T * T);
@@ -505,5 +505,10 @@ int main(int argc, char** argv) {
             repeats, [] {}, [&] { attention_forward(version, d_out, d_lse, d_preatt, d_att, d_qkv, B, T, C, NH); });
         print_time(ms, gflop, "GFLOP/s");
     }
+    cudaCheck(cudaFree(d_qkv));
+    cudaCheck(cudaFree(d_out));
+    cudaCheck(cudaFree(d_lse));
+    cudaCheck(cudaFree(d_preatt));
+    cudaCheck(cudaFree(d_att));
     return report("attention_forward", failed, ran);
 }

@@ -32,7 +32,7 @@ static constexpr bool ON_EMULATOR = false;
 // ---------------------------------------------------------------------------------------------------------------
 // Errors: any failing CUDA call ends the program with the call, file and line.
 
-static void cuda_check(cudaError_t err, const char* call, const char* file, int line) {
+inline void cuda_check(cudaError_t err, const char* call, const char* file, int line) {
     if (err != cudaSuccess) {
         fprintf(stderr, "%s:%d: %s failed: %s\n", file, line, call, cudaGetErrorString(err));
         exit(1);
@@ -46,7 +46,7 @@ static void cuda_check(cudaError_t err, const char* call, const char* file, int 
 // (on the emulator with its one-line report: block, thread, source line).
 
 template <class... P, class... A>
-static void launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes,
+inline void launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes,
                           A... args) {
 #ifdef LLMRS_EMU
     char err[1024];
@@ -64,7 +64,7 @@ static void launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, dim
 
 // Streaming multiprocessors, for kernels that size their grid to what the GPU holds at once. The emulator
 // pretends to have 2, so that such a kernel's grid-stride loop goes round more than once even at small shapes.
-static int sm_count() {
+inline int sm_count() {
 #ifdef LLMRS_EMU
     return 2;
 #else
@@ -91,7 +91,7 @@ struct Rng {
     float uniform(float lo, float hi) { return lo + (hi - lo) * (next_u32() >> 8) * (1.0f / 16777216.0f); }
 };
 
-static std::vector<float> random_floats(Rng& rng, size_t n, float lo, float hi) {
+inline std::vector<float> random_floats(Rng& rng, size_t n, float lo, float hi) {
     std::vector<float> v(n);
     for (float& x : v) {
         x = rng.uniform(lo, hi);
@@ -103,14 +103,14 @@ static std::vector<float> random_floats(Rng& rng, size_t n, float lo, float hi) 
 // Device memory.
 
 template <class T>
-static T* device_alloc(size_t n) {
+inline T* device_alloc(size_t n) {
     T* p = nullptr;
     cudaCheck(cudaMalloc(&p, n * sizeof(T)));
     return p;
 }
 
 template <class T>
-static T* to_device(const std::vector<T>& host) {
+inline T* to_device(const std::vector<T>& host) {
     T* p = device_alloc<T>(host.size());
     cudaCheck(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
     return p;
@@ -121,7 +121,7 @@ static T* to_device(const std::vector<T>& host) {
 // |gpu - cpu| <= atol + rtol * |cpu| (a NaN never does). Prints the largest error, and the first few failures;
 // returns whether all passed.
 
-static bool validate(const char* what, const float* device, const float* reference, size_t n, float atol,
+inline bool validate(const char* what, const float* device, const float* reference, size_t n, float atol,
                      float rtol) {
     std::vector<float> got(n);
     cudaCheck(cudaDeviceSynchronize());
@@ -156,7 +156,7 @@ static bool validate(const char* what, const float* device, const float* referen
 // than L2 (H100: 50 MB) is not credited with bandwidth it would not have in training. NaN on the emulator.
 
 #ifndef LLMRS_EMU
-static void flush_l2() {
+inline void flush_l2() {
     static char* buffer = nullptr;
     static size_t bytes = 0;
     if (buffer == nullptr) {
@@ -171,7 +171,7 @@ static void flush_l2() {
 #endif
 
 template <class Prepare, class Run>
-static float time_ms(int repeats, Prepare prepare, Run run) {
+inline float time_ms(int repeats, Prepare prepare, Run run) {
 #ifdef LLMRS_EMU
     (void)repeats;
     (void)prepare;
@@ -201,7 +201,7 @@ static float time_ms(int repeats, Prepare prepare, Run run) {
 
 // One line of the benchmark: the time, and the rate in `unit` (GB/s or GFLOP/s) given `amount_g` (GB or GFLOP) per
 // run. Nothing on the emulator, whose studies say "(on the emulator: no timing)" in their first line.
-static void print_time(float ms, double amount_g, const char* unit) {
+inline void print_time(float ms, double amount_g, const char* unit) {
     if (!std::isnan(ms)) {
         printf("  time     %.4f ms  %.1f %s\n", ms, amount_g / (ms * 1e-3), unit);
     }
@@ -210,7 +210,7 @@ static void print_time(float ms, double amount_g, const char* unit) {
 // ---------------------------------------------------------------------------------------------------------------
 // The command line: `./study` runs every version, `./study 3` only version 3.
 
-static int selected_version(int argc, char** argv, int num_versions) {
+inline int selected_version(int argc, char** argv, int num_versions) {
     if (argc < 2) {
         return 0;
     }
@@ -224,7 +224,7 @@ static int selected_version(int argc, char** argv, int num_versions) {
 }
 
 // The last line of every study, and its exit status: 0 when every version that ran matched the CPU.
-static int report(const char* study, int failed, int ran) {
+inline int report(const char* study, int failed, int ran) {
     if (failed == 0) {
         printf("%s: %d of %d versions match the CPU reference\n", study, ran, ran);
         return 0;

@@ -310,9 +310,9 @@ int main(int argc, char** argv) {
     layernorm_forward_cpu(out_cpu.data(), mean_cpu.data(), rstd_cpu.data(), inp.data(), weight.data(), bias.data(),
                           N, C);
 
-    const float* d_inp = to_device(inp);
-    const float* d_weight = to_device(weight);
-    const float* d_bias = to_device(bias);
+    float* d_inp = to_device(inp);
+    float* d_weight = to_device(weight);
+    float* d_bias = to_device(bias);
     float* d_out = device_alloc<float>((size_t)N * C);
     float* d_mean = device_alloc<float>(N);
     float* d_rstd = device_alloc<float>(N);
@@ -343,5 +343,11 @@ int main(int argc, char** argv) {
             [&] { layernorm_forward(version, d_out, d_mean, d_rstd, d_inp, d_weight, d_bias, N, C); });
         print_time(ms, gbytes, "GB/s");
     }
+    cudaCheck(cudaFree(d_inp));
+    cudaCheck(cudaFree(d_weight));
+    cudaCheck(cudaFree(d_bias));
+    cudaCheck(cudaFree(d_out));
+    cudaCheck(cudaFree(d_mean));
+    cudaCheck(cudaFree(d_rstd));
     return report("layernorm_forward", failed, ran);
 }

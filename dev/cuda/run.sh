@@ -20,7 +20,7 @@ emu | nvcc | all) ;;
     exit 2
     ;;
 esac
-studies=(layernorm_forward attention_forward)
+studies=(layernorm_forward attention_forward classifier)
 out="$root/target/dev-cuda"
 mkdir -p "$out"
 failed=0
@@ -57,7 +57,7 @@ run_study() {
 
 emu_build() {
     rm -f "$out/$1.emu"
-    g++ -std=c++17 -O2 -g -Wall -Wextra -Wno-unknown-pragmas -x c++ -DLLMRS_EMU \
+    g++ -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -x c++ -DLLMRS_EMU \
         -I "$root/dev/emu/include" -I "$root/dev/emu" -I "$root/kernels" "${extra[@]}" \
         "$root/dev/cuda/$1.cu" -o "$out/$1.emu" -lpthread
 }
