@@ -25,7 +25,7 @@
 static void attention_forward_cpu(float* out, float* lse, const float* qkv, int B, int T, int C, int NH) {
     const int HS = C / NH;
     const double scale = 1.0 / sqrt((double)HS);
-    std::vector<double> s(T);
+    std::vector<double> s(T), acc(HS);  // one row's scores, then its output
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < NH; h++) {
@@ -45,13 +45,16 @@ static void attention_forward_cpu(float* out, float* lse, const float* qkv, int 
                     s[t2] = exp(s[t2] - max);
                     sum += s[t2];
                 }
+                std::fill(acc.begin(), acc.end(), 0.0);
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * HS;
+                    for (int i = 0; i < HS; i++) {
+                        acc[i] += s[t2] * v[i];
+                    }
+                }
                 float* o = out + ((size_t)b * T + t) * C + h * HS;
                 for (int i = 0; i < HS; i++) {
-                    double acc = 0.0;
-                    for (int t2 = 0; t2 <= t; t2++) {
-                        acc += s[t2] * qkv[((size_t)b * T + t2) * 3 * C + 2 * C + h * HS + i];
-                    }
-                    o[i] = (float)(acc / sum);
+                    o[i] = (float)(acc[i] / sum);
                 }
                 lse[((size_t)b * T + t) * NH + h] = (float)(max + log(sum));
             }
