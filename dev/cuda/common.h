@@ -87,7 +87,7 @@ struct Rng {
         state ^= state >> 27;
         return (uint32_t)((state * 0x2545F4914F6CDD1Dull) >> 32);
     }
-    // Uniform in [lo, hi).
+    // Uniform in [lo, hi): the top 24 bits (a float's mantissa) times 2^-24.
     float uniform(float lo, float hi) { return lo + (hi - lo) * (next_u32() >> 8) * (1.0f / 16777216.0f); }
 };
 
