@@ -63,5 +63,9 @@ if [ -x "$dir/kernels" ]; then
     LLMRS_BENCH_GPU_ONLY=1 LLMRS_BENCH_BT=${LLMRS_BENCH_BT:-8,1024} timeout 240 "$dir/kernels" --bench --quick 2>/dev/null \
         | sed -n '/^kernels at/,$p'
 fi
+echo "== dev/cuda: every version of the teaching kernels checked and timed (GPT-2 124M shapes)"
+# The studies are CUDA C++ with their own main: built here by the machine's nvcc (PATH, NVCC or /usr/local/cuda),
+# then run; their failures are reported by run.sh and do not change the kernel table's count above.
+PATH="$PATH:/usr/local/cuda/bin" timeout 300 bash dev/cuda/run.sh nvcc 2>&1 | tail -n 60
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
