@@ -11,7 +11,7 @@ use crate::config::GPT2Config;
 use crate::cpu::adamw::AdamWStep;
 use crate::cpu::backend::CpuBackend;
 use crate::error::{Error, Result};
-use crate::layout::{ActTensors, Buf, ParamTensors, Tensor};
+use crate::layout::{ActTensors, Buf, ParamTensors, Recompute, Tensor};
 use crate::rng::Rng;
 
 /// Standard deviation of GPT-2's weight initialisation.
@@ -39,16 +39,17 @@ pub struct MemoryPlan {
 }
 
 impl MemoryPlan {
-    /// The fp32 plan for training `config` on batches of (B, T). B*T must fit in an i32 and the config must be
-    /// valid (both are checked before this is called), which keeps every product below here inside a u64.
-    pub fn new(config: &GPT2Config, b: usize, t: usize) -> Self {
+    /// The fp32 plan for training `config` on batches of (B, T) with `recompute`. B*T must fit in an i32 and the
+    /// config must be valid (both are checked before this is called), which keeps every product below here inside
+    /// a u64.
+    pub fn new(config: &GPT2Config, b: usize, t: usize, recompute: Recompute) -> Self {
         let float = std::mem::size_of::<f32>();
         let params = ParamTensors::sizes(config).total() * float;
         MemoryPlan {
             parameters: params,
             gradients: params,
             optimizer: 2 * params,
-            activations: 2 * ActTensors::sizes(config, b, t).total() * float,
+            activations: 2 * ActTensors::sizes(config, b, t, recompute).total() * float,
         }
     }
 
@@ -115,6 +116,8 @@ pub struct GPT2 {
     losses: Vec<f32>,
     /// Whether the logits buffer holds dlogits of the last forward pass (set by `forward_backward`).
     have_dlogits: bool,
+    /// What the backward pass recomputes rather than keeps (see `Recompute`).
+    recompute: Recompute,
 }
 
 impl GPT2 {
@@ -145,6 +148,7 @@ impl GPT2 {
             have_optimizer_state: false,
             losses: Vec::new(),
             have_dlogits: false,
+            recompute: Recompute::Nothing,
         })
     }
 
@@ -173,6 +177,12 @@ impl GPT2 {
     pub fn random(config: GPT2Config, seed: u64) -> Result<Self> {
         let params = GPT2::init_params(&config, seed)?;
         GPT2::new(config, params)
+    }
+
+    /// Recompute `what` in the backward pass instead of keeping it (from the next pass on; results are bitwise the
+    /// same, the activation memory smaller).
+    pub fn set_recompute(&mut self, what: Recompute) {
+        self.recompute = what;
     }
 
     /// The backend's name, e.g. "cpu (2 threads)".
@@ -227,7 +237,7 @@ impl GPT2 {
     /// The activation handles for the current (B, T).
     fn acts(&self, buf: Buf) -> ActTensors<Tensor> {
         let (b, t) = self.batch;
-        ActTensors::sizes(&self.config, b, t).tensors(buf)
+        ActTensors::sizes(&self.config, b, t, self.recompute).tensors(buf)
     }
 
     /// The (B, T, Vp) logits of the last `forward` (not after `forward_backward`, which overwrites them).
@@ -265,12 +275,13 @@ impl GPT2 {
         };
         (0..self.config.num_layers)
             .map(|l| {
+                // Recomputed tensors hold one layer at a time: there is nothing per layer to report of them.
                 let activations = [
-                    ("ln1", a.ln1.layer(l, btc)),
-                    ("qkv", a.qkv.layer(l, 3 * btc)),
-                    ("atty", a.atty.layer(l, btc)),
-                    ("fch_gelu", a.fch_gelu.layer(l, 4 * btc)),
-                    ("residual3", a.residual3.layer(l, btc)),
+                    (!self.recompute.layernorm()).then(|| ("ln1", a.ln1.layer(l, btc))),
+                    Some(("qkv", a.qkv.layer(l, 3 * btc))),
+                    Some(("atty", a.atty.layer(l, btc))),
+                    (!self.recompute.gelu()).then(|| ("fch_gelu", a.fch_gelu.layer(l, 4 * btc))),
+                    Some(("residual3", a.residual3.layer(l, btc))),
                 ];
                 let gradients = [
                     ("qkvw", g.qkvw.layer(l, 3 * cc)),
@@ -280,7 +291,7 @@ impl GPT2 {
                     ("residual3", d.residual3.layer(l, btc)),
                 ];
                 let mut layer = LayerStats { layer: l, activations: Default::default(), gradients: Default::default() };
-                for (name, tensor) in activations {
+                for (name, tensor) in activations.into_iter().flatten() {
                     layer.activations.insert(name, stats(tensor)?);
                 }
                 for (name, tensor) in gradients {
@@ -363,7 +374,7 @@ impl GPT2 {
         backward: bool,
     ) -> Result<()> {
         self.check_batch(inputs, targets, b, t)?;
-        let total = ActTensors::sizes(&self.config, b, t).total();
+        let total = ActTensors::sizes(&self.config, b, t, self.recompute).total();
         self.backend.reserve(Buf::Acts, total)?;
         if backward {
             self.backend.reserve(Buf::GradActs, total)?;
@@ -407,17 +418,21 @@ impl GPT2 {
         let be = &mut *self.backend;
 
         be.encoder_forward(a.encoded, p.wte, p.wpe, b, t, c)?;
+        let recompute = self.recompute;
         for l in 0..l_count {
+            // Recomputed tensors live in a one-layer buffer that every layer reuses.
+            let ln_l = if recompute.layernorm() { 0 } else { l };
+            let gelu_l = if recompute.gelu() { 0 } else { l };
             // The block's input: the embeddings for the first block, the previous block's output after that.
             let residual = if l == 0 { a.encoded } else { a.residual3.layer(l - 1, btc) };
-            let ln1 = a.ln1.layer(l, btc);
+            let ln1 = a.ln1.layer(ln_l, btc);
             let qkv = a.qkv.layer(l, 3 * btc);
             let atty = a.atty.layer(l, btc);
             let attproj = a.attproj.layer(l, btc);
             let residual2 = a.residual2.layer(l, btc);
-            let ln2 = a.ln2.layer(l, btc);
+            let ln2 = a.ln2.layer(ln_l, btc);
             let fch = a.fch.layer(l, 4 * btc);
-            let fch_gelu = a.fch_gelu.layer(l, 4 * btc);
+            let fch_gelu = a.fch_gelu.layer(gelu_l, 4 * btc);
             let fcproj = a.fcproj.layer(l, btc);
             let (ln1_mean, ln1_rstd) = (a.ln1_mean.layer(l, bt), a.ln1_rstd.layer(l, bt));
             let (ln2_mean, ln2_rstd) = (a.ln2_mean.layer(l, bt), a.ln2_rstd.layer(l, bt));
@@ -489,7 +504,10 @@ impl GPT2 {
             c,
         )?;
 
+        let recompute = self.recompute;
         for l in (0..l_count).rev() {
+            let ln_l = if recompute.layernorm() { 0 } else { l };
+            let gelu_l = if recompute.gelu() { 0 } else { l };
             // This layer's parameters, their gradients, its saved activations, and their gradients.
             let (ln1w, ln2w) = (p.ln1w.layer(l, c), p.ln2w.layer(l, c));
             let qkvw = p.qkvw.layer(l, 3 * c * c);
@@ -504,39 +522,59 @@ impl GPT2 {
             let (dfcprojw, dfcprojb) = (g.fcprojw.layer(l, 4 * c * c), g.fcprojb.layer(l, c));
 
             let residual = if l == 0 { a.encoded } else { a.residual3.layer(l - 1, btc) };
-            let ln1 = a.ln1.layer(l, btc);
+            let ln1 = a.ln1.layer(ln_l, btc);
             let (ln1_mean, ln1_rstd) = (a.ln1_mean.layer(l, bt), a.ln1_rstd.layer(l, bt));
             let qkv = a.qkv.layer(l, 3 * btc);
             let atty = a.atty.layer(l, btc);
             let lse = a.att_lse.layer(l, bt * nh);
             let residual2 = a.residual2.layer(l, btc);
-            let ln2 = a.ln2.layer(l, btc);
+            let ln2 = a.ln2.layer(ln_l, btc);
             let (ln2_mean, ln2_rstd) = (a.ln2_mean.layer(l, bt), a.ln2_rstd.layer(l, bt));
             let fch = a.fch.layer(l, 4 * btc);
-            let fch_gelu = a.fch_gelu.layer(l, 4 * btc);
+            let fch_gelu = a.fch_gelu.layer(gelu_l, 4 * btc);
 
             let dresidual3 = d.residual3.layer(l, btc);
             // The block's input gradient: of the embeddings for the first block, of the previous block's output after.
             let dresidual = if l == 0 { d.encoded } else { d.residual3.layer(l - 1, btc) };
             let dresidual2 = d.residual2.layer(l, btc);
             let dfcproj = d.fcproj.layer(l, btc);
-            let dfch_gelu = d.fch_gelu.layer(l, 4 * btc);
+            let dfch_gelu = d.fch_gelu.layer(gelu_l, 4 * btc);
             let dfch = d.fch.layer(l, 4 * btc);
-            let dln2 = d.ln2.layer(l, btc);
+            let dln2 = d.ln2.layer(ln_l, btc);
             let dattproj = d.attproj.layer(l, btc);
             let datty = d.atty.layer(l, btc);
             let dqkv = d.qkv.layer(l, 3 * btc);
-            let dln1 = d.ln1.layer(l, btc);
+            let dln1 = d.ln1.layer(ln_l, btc);
 
-            // The forward pass in reverse: MLP, then attention, each ending in its residual branch.
+            // A one-layer slot's gradient still holds the previous layer's sums: start it from zero again.
+            if recompute.gelu() && l + 1 < l_count {
+                be.zero(dfch_gelu)?;
+            }
+            if recompute.layernorm() && l + 1 < l_count {
+                be.zero(dln2)?;
+                be.zero(dln1)?;
+            }
+            // The forward pass in reverse: MLP, then attention, each ending in its residual branch. A recomputed
+            // input is rebuilt just before the matmul whose weight gradient needs it (bitwise as in forward).
             be.residual_backward(dresidual2, dfcproj, dresidual3, btc)?;
+            if recompute.gelu() {
+                be.gelu_forward(fch_gelu, fch, 4 * btc)?;
+            }
             be.matmul_backward(dfch_gelu, dfcprojw, Some(dfcprojb), dfcproj, fch_gelu, fcprojw, b, t, 4 * c, c)?;
             be.gelu_backward(dfch, fch, dfch_gelu, 4 * btc)?;
+            if recompute.layernorm() {
+                let ln2b = p.ln2b.layer(l, c);
+                be.layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, ln2w, ln2b, b, t, c)?;
+            }
             be.matmul_backward(dln2, dfcw, Some(dfcb), dfch, ln2, fcw, b, t, c, 4 * c)?;
             be.layernorm_backward(dresidual2, dln2w, dln2b, dln2, residual2, ln2w, ln2_mean, ln2_rstd, b, t, c)?;
             be.residual_backward(dresidual, dattproj, dresidual2, btc)?;
             be.matmul_backward(datty, dattprojw, Some(dattprojb), dattproj, atty, attprojw, b, t, c, c)?;
             be.attention_backward(dqkv, datty, qkv, atty, lse, b, t, c, nh)?;
+            if recompute.layernorm() {
+                let ln1b = p.ln1b.layer(l, c);
+                be.layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, ln1w, ln1b, b, t, c)?;
+            }
             be.matmul_backward(dln1, dqkvw, Some(dqkvb), dqkv, ln1, qkvw, b, t, c, 3 * c)?;
             be.layernorm_backward(dresidual, dln1w, dln1b, dln1, residual, ln1w, ln1_mean, ln1_rstd, b, t, c)?;
         }

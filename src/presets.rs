@@ -8,6 +8,7 @@
 use crate::backend::{self, Device};
 use crate::config::{GPT2Config, PRESETS};
 use crate::error::Result;
+use crate::layout::Recompute;
 use crate::model::{AdamWConfig, MemoryPlan, GPT2};
 use crate::rng::Rng;
 use std::time::Instant;
@@ -68,8 +69,8 @@ pub fn measure_training_flops(device: Device, config: GPT2Config, b: usize, t: u
     Ok(config.flops_per_token(t) * (b * t) as f64 / seconds)
 }
 
-/// The ladder at (B, T) on `device` (T is cut to each preset's maxT).
-pub fn preset_table(device: Device, b: usize, t: usize) -> Result<PresetTable> {
+/// The ladder at (B, T) with `recompute` on `device` (T is cut to each preset's maxT).
+pub fn preset_table(device: Device, b: usize, t: usize, recompute: Recompute) -> Result<PresetTable> {
     crate::data::check_sizes(b, t)?;
     let (backend, _) = backend::open(device)?;
     let (name, available) = (backend.name(), backend.memory_available());
@@ -81,7 +82,7 @@ pub fn preset_table(device: Device, b: usize, t: usize) -> Result<PresetTable> {
         .map(|&(name, ..)| {
             let config = GPT2Config::preset(name).expect("listed presets exist");
             let t = t.min(config.max_seq_len);
-            let plan = MemoryPlan::new(&config, b, t);
+            let plan = MemoryPlan::new(&config, b, t, recompute);
             let flops_per_step = config.flops_per_token(t) * (b * t) as f64;
             PresetCost {
                 name,

@@ -889,7 +889,7 @@ fn list_presets_shows_the_ladder_with_sizes_memory_and_times_that_scale_with_flo
     for row in &rows {
         let config = GPT2Config::preset(row[0]).unwrap();
         assert_eq!(row[4], format!("{:.1}M", config.num_parameters() as f64 / 1e6), "{row:?}");
-        let plan = llmrs::model::MemoryPlan::new(&config, 2, 8);
+        let plan = llmrs::model::MemoryPlan::new(&config, 2, 8, llmrs::layout::Recompute::Nothing);
         assert!(row.join(" ").contains(&format!("{plan}")), "the memory plan of {}: {row:?}", row[0]);
         let (gflop, seconds): (f64, f64) = (row[5].parse().unwrap(), row[6].parse().unwrap());
         assert!(seconds > 0.0, "{row:?}");

@@ -8,6 +8,7 @@ use llmrs::config::{GPT2Config, PRESETS};
 use llmrs::corpus;
 use llmrs::data::DataLoader;
 use llmrs::error::{Error, Result};
+use llmrs::layout::Recompute;
 use llmrs::model::{AdamWConfig, MemoryPlan, GPT2};
 use llmrs::progress::{Progress, Style, Unit};
 use llmrs::rundir::{self, RunRecord, Session, TrainCheckpoint};
@@ -138,6 +139,10 @@ struct Args {
     /// AdamW weight decay (weight matrices only)
     #[arg(short = 'c', long, default_value_t = 0.0, allow_negative_numbers = true, help_heading = "Optimisation")]
     weight_decay: f32,
+    /// Recompute in the backward pass instead of keeping: 0 nothing, 1 GELU's output, 2 also the LayerNorm
+    /// outputs (less activation memory, a little more compute, bitwise the same results)
+    #[arg(short = 'r', long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2), help_heading = "Optimisation")]
+    recompute: u8,
     /// Clip the global gradient norm to this (0 = off)
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, help_heading = "Optimisation")]
     grad_clip: f32,
@@ -192,6 +197,7 @@ const CHANGEABLE_ON_RESUME: &[&str] = &[
     "temperature",
     "top_k",
     "inspect",
+    "recompute",
     "tokenizer",
     "threads",
     "device",
@@ -250,6 +256,11 @@ fn with_resumed_settings(args: Args, argv: &[OsString]) -> Result<Args> {
         }
     }
     Ok(merged)
+}
+
+/// `--recompute` as the model takes it.
+fn recompute(args: &Args) -> Recompute {
+    Recompute::from_level(args.recompute).expect("clap checks the range")
 }
 
 /// Rejects flag values no run can use, naming the flag.
@@ -346,17 +357,21 @@ fn build_model(source: ModelSource, seed: u64, backend: Box<dyn Backend>) -> Res
     GPT2::with_backend(config, params, backend)
 }
 
-/// Refuses a plan larger than the memory `backend` has available, before allocating any of it.
-fn check_memory(plan: &MemoryPlan, backend: &dyn Backend) -> Result<()> {
-    match backend.memory_available() {
-        Some(available) if plan.total() > available => Err(Error::OutOfMemory(format!(
-            "training needs {plan}, but only {:.0} MiB is available on {}; try a smaller --batch-size or \
-                 --seq-len, or a smaller model",
-            available as f64 / (1024.0 * 1024.0),
-            backend.name()
-        ))),
-        _ => Ok(()),
-    }
+/// Refuses a plan larger than the memory `backend` has available, before allocating any of it, suggesting
+/// `--recompute 2` when that alone would make it fit.
+fn check_memory(plan: &MemoryPlan, backend: &dyn Backend, cfg: &GPT2Config, args: &Args) -> Result<()> {
+    let Some(available) = backend.memory_available().filter(|&free| plan.total() > free) else { return Ok(()) };
+    let slim = MemoryPlan::new(cfg, args.batch_size, args.seq_len, Recompute::GeluAndLayerNorm);
+    let suggestion = if args.recompute < 2 && slim.total() <= available {
+        format!("--recompute 2 would need {:.0} MiB and fit", slim.total() as f64 / (1024.0 * 1024.0))
+    } else {
+        "try a smaller --batch-size or --seq-len, or a smaller model".to_string()
+    };
+    Err(Error::OutOfMemory(format!(
+        "training needs {plan}, but only {:.0} MiB is available on {}; {suggestion}",
+        available as f64 / (1024.0 * 1024.0),
+        backend.name()
+    )))
 }
 
 /// The training and validation loaders: the user's shards, or the built-in stories split 90/10.
@@ -446,7 +461,7 @@ fn find_checkpoint(out: &Path, steps: usize) -> Result<TrainCheckpoint> {
 fn run(args: &Args, argv: &[OsString]) -> Result<()> {
     check_flags(args)?;
     if let Some(Listing::Presets) = args.list {
-        say!("{}", llmrs::presets::preset_table(args.device, args.batch_size, args.seq_len)?);
+        say!("{}", llmrs::presets::preset_table(args.device, args.batch_size, args.seq_len, recompute(args))?);
         return Ok(());
     }
     match (&args.out, args.resume) {
@@ -481,8 +496,8 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
     }
     // B*T must fit an i32 before the plan multiplies it by the model's sizes.
     llmrs::data::check_sizes(args.batch_size, args.seq_len)?;
-    let plan = MemoryPlan::new(&cfg, args.batch_size, args.seq_len);
-    check_memory(&plan, &*backend)?;
+    let plan = MemoryPlan::new(&cfg, args.batch_size, args.seq_len, recompute(args));
+    check_memory(&plan, &*backend, &cfg, args)?;
     let shuffle = (!args.no_shuffle).then_some(args.seed);
     let (mut train_loader, mut val_loader) = load_data(args, shuffle)?;
     let train_flag = match args.train_data {
@@ -524,6 +539,7 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
         }
         None => (build_model(source, args.seed, backend)?, None),
     };
+    model.set_recompute(recompute(args));
     let val_batches = val_loader.as_ref().map_or(0, |v| args.val_batches.min(v.batches_per_epoch()));
 
     say!(
@@ -551,7 +567,14 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
             None => "none".to_string(),
         }
     );
-    say!("memory: {plan}");
+    say!(
+        "memory: {plan}{}",
+        match args.recompute {
+            0 => "",
+            1 => " | recomputing GELU",
+            _ => " | recomputing GELU and LayerNorm",
+        }
+    );
     say!(
         "steps: {} | lr {:e} (warmup {}, cosine to {}x) | weight decay {} | grad clip {} | {:.1} GFLOP per step",
         args.steps,

@@ -15,9 +15,13 @@ pub struct Args {
     /// Device to estimate for.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     device: Device,
+    /// Plans with recomputation in the backward pass: 0 none, 1 GELU, 2 GELU and LayerNorm
+    #[arg(short = 'r', long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    recompute: u8,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    print!("{}", llmrs::presets::preset_table(args.device, args.batch_size, args.seq_len)?);
+    let recompute = llmrs::layout::Recompute::from_level(args.recompute).expect("clap checks the range");
+    print!("{}", llmrs::presets::preset_table(args.device, args.batch_size, args.seq_len, recompute)?);
     Ok(())
 }
