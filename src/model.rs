@@ -34,7 +34,7 @@ pub struct MemoryPlan {
     pub gradients: usize,
     /// AdamW's m and v.
     pub optimizer: usize,
-    /// Activations and their gradients for one (B, T).
+    /// Activations for one (B, T) and their gradients (one block's, plus the residual stream's).
     pub activations: usize,
 }
 
@@ -49,7 +49,9 @@ impl MemoryPlan {
             parameters: params,
             gradients: params,
             optimizer: 2 * params,
-            activations: 2 * ActTensors::sizes(config, b, t, recompute).total() * float,
+            activations: (ActTensors::sizes(config, b, t, recompute).total()
+                + ActTensors::grad_sizes(config, b, t).total())
+                * float,
         }
     }
 
@@ -240,6 +242,12 @@ impl GPT2 {
         ActTensors::sizes(&self.config, b, t, self.recompute).tensors(buf)
     }
 
+    /// The activation-gradient handles for the current (B, T) (see `ActTensors::grad_sizes`).
+    fn grad_acts(&self) -> ActTensors<Tensor> {
+        let (b, t) = self.batch;
+        ActTensors::grad_sizes(&self.config, b, t).tensors(Buf::GradActs)
+    }
+
     /// The (B, T, Vp) logits of the last `forward` (not after `forward_backward`, which overwrites them).
     pub fn logits(&self) -> Result<Vec<f32>> {
         let logits = self.acts(Buf::Acts).logits;
@@ -265,7 +273,7 @@ impl GPT2 {
         let (b, t) = self.batch;
         let c = self.config.channels;
         let (btc, cc) = (b * t * c, c * c);
-        let (a, d) = (self.acts(Buf::Acts), self.acts(Buf::GradActs));
+        let (a, d) = (self.acts(Buf::Acts), self.grad_acts());
         let g = self.param_sizes.tensors(Buf::Grads);
         let mut scratch = Vec::new();
         let mut stats = |tensor: Tensor| -> Result<TensorStats> {
@@ -377,7 +385,7 @@ impl GPT2 {
         let total = ActTensors::sizes(&self.config, b, t, self.recompute).total();
         self.backend.reserve(Buf::Acts, total)?;
         if backward {
-            self.backend.reserve(Buf::GradActs, total)?;
+            self.backend.reserve(Buf::GradActs, ActTensors::grad_sizes(&self.config, b, t).total())?;
         }
         self.backend.set_tokens(inputs, targets)?;
         self.batch = (b, t);
@@ -482,7 +490,9 @@ impl GPT2 {
         let p = self.param_sizes.tensors(Buf::Params);
         let g = self.param_sizes.tensors(Buf::Grads);
         let a = self.acts(Buf::Acts);
-        let d = self.acts(Buf::GradActs);
+        let d = self.grad_acts();
+        let slots = ActTensors::grad_sizes(&cfg, b, t).layer_slots();
+        let slots = Tensor { buf: Buf::GradActs, offset: slots.start, len: slots.len() };
         let be = &mut *self.backend;
         // Activation gradients accumulate (the residual stream gets two contributions), so start from zero.
         be.zero(Tensor { buf: Buf::GradActs, offset: 0, len: d.losses.offset + d.losses.len })?;
@@ -536,23 +546,19 @@ impl GPT2 {
             let dresidual3 = d.residual3.layer(l, btc);
             // The block's input gradient: of the embeddings for the first block, of the previous block's output after.
             let dresidual = if l == 0 { d.encoded } else { d.residual3.layer(l - 1, btc) };
-            let dresidual2 = d.residual2.layer(l, btc);
-            let dfcproj = d.fcproj.layer(l, btc);
-            let dfch_gelu = d.fch_gelu.layer(gelu_l, 4 * btc);
-            let dfch = d.fch.layer(l, 4 * btc);
-            let dln2 = d.ln2.layer(ln_l, btc);
-            let dattproj = d.attproj.layer(l, btc);
-            let datty = d.atty.layer(l, btc);
-            let dqkv = d.qkv.layer(l, 3 * btc);
-            let dln1 = d.ln1.layer(ln_l, btc);
+            let dresidual2 = d.residual2.layer(0, btc);
+            let dfcproj = d.fcproj.layer(0, btc);
+            let dfch_gelu = d.fch_gelu.layer(0, 4 * btc);
+            let dfch = d.fch.layer(0, 4 * btc);
+            let dln2 = d.ln2.layer(0, btc);
+            let dattproj = d.attproj.layer(0, btc);
+            let datty = d.atty.layer(0, btc);
+            let dqkv = d.qkv.layer(0, 3 * btc);
+            let dln1 = d.ln1.layer(0, btc);
 
-            // A one-layer slot's gradient still holds the previous layer's sums: start it from zero again.
-            if recompute.gelu() && l + 1 < l_count {
-                be.zero(dfch_gelu)?;
-            }
-            if recompute.layernorm() && l + 1 < l_count {
-                be.zero(dln2)?;
-                be.zero(dln1)?;
+            // The one-layer gradient slots still hold the block above's sums: start them from zero again.
+            if l + 1 < l_count {
+                be.zero(slots)?;
             }
             // The forward pass in reverse: MLP, then attention, each ending in its residual branch. A recomputed
             // input is rebuilt just before the matmul whose weight gradient needs it (bitwise as in forward).
