@@ -248,6 +248,55 @@ gpu_test! {
     }
 }
 
+/// (B, T, C, NH) shapes for flash attention, whose tiles are 32 positions: T below a tile, T = 1, T one past a
+/// tile, T exactly two tiles, T two tiles and a part; HS = 16, 64, 8, 13 (odd: padded rows of even length), 64;
+/// B * NH up to 10.
+const FLASH_SHAPES: &[(usize, usize, usize, usize)] =
+    &[(3, 13, 48, 3), (1, 1, 64, 1), (2, 33, 40, 5), (2, 64, 39, 3), (1, 70, 128, 2)];
+
+gpu_test! {
+    fn flash_attention_forward_and_backward_match_cpu() {
+        let d = driver();
+        let mut rng = Rng::new(12);
+        for &(b, t, c, nh) in FLASH_SHAPES {
+            let qkv = randn(&mut rng, b * t * 3 * c, 1.0);
+            let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * t * nh]);
+            cpu::attention::attention_forward(&mut out, &mut lse, &qkv, b, t, c, nh);
+            let (g_out, g_lse, g_qkv) = (fresh(&d, b * t * c), fresh(&d, b * t * nh), upload(&d, &qkv));
+            gpu::flash_attention::flash_attention_forward(&*d, g_out.slice(), g_lse.slice(), g_qkv.slice(), b, t, c, nh)
+                .unwrap();
+            assert_close("flash attention out", &g_out, &out, REDUCTION);
+            assert_close("flash attention lse", &g_lse, &lse, REDUCTION);
+
+            // The backward pass reads the CPU's out and lse, so it is checked on its own.
+            let dout = randn(&mut rng, b * t * c, 1.0);
+            let mut dqkv = randn(&mut rng, b * t * 3 * c, 1.0);
+            let (g_dqkv, g_dout, g_cpu_out, g_cpu_lse) = (upload(&d, &dqkv), upload(&d, &dout), upload(&d, &out), upload(&d, &lse));
+            cpu::attention::attention_backward(&mut dqkv, &dout, &qkv, &out, &lse, b, t, c, nh);
+            let s = |x: &DeviceBuffer| x.slice();
+            gpu::flash_attention::flash_attention_backward(
+                &*d, s(&g_dqkv), s(&g_dout), s(&g_qkv), s(&g_cpu_out), s(&g_cpu_lse), b, t, c, nh,
+            )
+            .unwrap();
+            assert_close("flash attention dqkv", &g_dqkv, &dqkv, REDUCTION);
+        }
+    }
+}
+
+gpu_test! {
+    fn flash_attention_refuses_heads_wider_than_64_channels_and_the_backend_falls_back() {
+        let d = driver();
+        let (b, t, c, nh) = (1, 3, 256, 2);
+        let (out, lse, qkv) = (fresh(&d, b * t * c), fresh(&d, b * t * nh), upload(&d, &vec![0.5; b * t * 3 * c]));
+        let err = gpu::flash_attention::flash_attention_forward(&*d, out.slice(), lse.slice(), qkv.slice(), b, t, c, nh)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HS = C / NH = 256 / 2 = 128"), "the error names the head size: {err}");
+        assert!(!gpu::flash_attention::supports(b, t, c, nh), "the backend must take the clear kernels here");
+        assert!(gpu::flash_attention::supports(4, 1024, 768, 12), "GPT-2 124M at T = 1024 runs flash attention");
+    }
+}
+
 gpu_test! {
     fn fused_classifier_matches_cpu_with_and_without_dlogits() {
         let d = driver();

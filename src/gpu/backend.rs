@@ -1,9 +1,12 @@
 //! The GPU backend: every flat buffer is one device allocation and each layer method calls the launcher of the
 //! same name in src/gpu, with device pointers at the handles' offsets. The same code drives a real GPU (the CUDA
-//! driver) and the emulator; only the `Driver` differs.
+//! driver) and the emulator; only the `Driver` differs. Attention is the one exception to "the same name": it runs
+//! the flash attention kernels (src/gpu/flash_attention.rs) for heads of up to 64 channels, every GPT-2 size, and
+//! the clear kernels of src/gpu/attention.rs for the shapes flash attention refuses. Both compute the same out, lse
+//! and dqkv, so either pass may use either kernel.
 
 use super::driver::{DeviceBuffer, DeviceSlice, DeviceTokens, Driver};
-use super::{adamw, attention, classifier, encoder, gelu, global_norm, layernorm, matmul, residual};
+use super::{adamw, attention, classifier, encoder, flash_attention, gelu, global_norm, layernorm, matmul, residual};
 use crate::backend::Backend;
 use crate::cpu::adamw::AdamWStep;
 use crate::error::{Error, Result};
@@ -225,7 +228,12 @@ impl Backend for GpuBackend {
         c: usize,
         nh: usize,
     ) -> Result<()> {
-        attention::attention_forward(&*self.driver, self.dev(out), self.dev(lse), self.dev(qkv), b, t, c, nh)
+        let (out, lse, qkv) = (self.dev(out), self.dev(lse), self.dev(qkv));
+        if flash_attention::supports(b, t, c, nh) {
+            flash_attention::flash_attention_forward(&*self.driver, out, lse, qkv, b, t, c, nh)
+        } else {
+            attention::attention_forward(&*self.driver, out, lse, qkv, b, t, c, nh)
+        }
     }
 
     fn attention_backward(
@@ -241,7 +249,12 @@ impl Backend for GpuBackend {
         nh: usize,
     ) -> Result<()> {
         let d = |x| self.dev(x);
-        attention::attention_backward(&*self.driver, d(dqkv), d(dout), d(qkv), d(out), d(lse), b, t, c, nh)
+        let (dqkv, dout, qkv, out, lse) = (d(dqkv), d(dout), d(qkv), d(out), d(lse));
+        if flash_attention::supports(b, t, c, nh) {
+            flash_attention::flash_attention_backward(&*self.driver, dqkv, dout, qkv, out, lse, b, t, c, nh)
+        } else {
+            attention::attention_backward(&*self.driver, dqkv, dout, qkv, out, lse, b, t, c, nh)
+        }
     }
 
     fn gelu_forward(&mut self, out: Tensor, inp: Tensor, n: usize) -> Result<()> {

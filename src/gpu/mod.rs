@@ -13,6 +13,7 @@ pub mod driver;
 #[cfg(feature = "emu")]
 pub mod emu;
 pub mod encoder;
+pub mod flash_attention;
 pub mod gelu;
 pub mod global_norm;
 pub mod layernorm;
