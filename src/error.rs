@@ -35,6 +35,10 @@ pub enum Error {
     #[error("cannot download {url}: {message}")]
     Download { url: String, message: String },
 
+    /// Training cannot go on (updates skipped too many times in a row: the run diverged).
+    #[error("training stopped: {0}")]
+    Training(String),
+
     /// A flag or configuration value is out of range or inconsistent with another.
     #[error("invalid {name}: {message}")]
     Config { name: String, message: String },

@@ -39,6 +39,9 @@ pub struct TrainState {
     pub rng: u64,
     /// Seconds spent training so far, over all sessions of the run.
     pub elapsed_s: f64,
+    /// The outlier detectors' windows (loss, gradient norm).
+    #[serde(default)]
+    pub detectors: [crate::train::OutlierDetector; 2],
 }
 
 /// A training checkpoint read back from disk.

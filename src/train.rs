@@ -50,6 +50,73 @@ pub struct TrainOptions {
     pub keep_checkpoints: usize,
     /// Log per-layer activation and gradient statistics of every step to metrics.jsonl.
     pub inspect: bool,
+    /// Skip the update of a step whose loss lies this many standard deviations above the recent mean (0 = never;
+    /// a loss or gradient norm that is NaN or infinite is always skipped).
+    pub skip_loss_z: f32,
+    /// The same for the gradient norm.
+    pub skip_grad_z: f32,
+    /// Stop the run after this many skipped updates in a row.
+    pub max_skips: usize,
+}
+
+/// Values a z-score is taken against: the last `OUTLIER_WINDOW` losses or gradient norms of updates that ran.
+pub const OUTLIER_WINDOW: usize = 128;
+/// No z-score (so no outlier skip) before the window holds this many values.
+pub const OUTLIER_MIN_VALUES: usize = 32;
+
+/// llm.c's outlier detector: the z-score of a new value against a moving window of accepted ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct OutlierDetector {
+    window: std::collections::VecDeque<f64>,
+}
+
+impl OutlierDetector {
+    /// (x - mean) / std of the window, or None while the window is short or flat.
+    pub fn z_score(&self, x: f64) -> Option<f64> {
+        let n = self.window.len();
+        if n < OUTLIER_MIN_VALUES {
+            return None;
+        }
+        let mean = self.window.iter().sum::<f64>() / n as f64;
+        let std = (self.window.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        (std > 0.0).then(|| (x - mean) / std)
+    }
+
+    /// Adds an accepted value, forgetting the oldest beyond the window.
+    pub fn push(&mut self, x: f64) {
+        if self.window.len() == OUTLIER_WINDOW {
+            self.window.pop_front();
+        }
+        self.window.push_back(x);
+    }
+}
+
+/// Why a step's update was skipped, or None to apply it.
+fn skip_reason(loss: f32, norm: f32, detectors: &[OutlierDetector; 2], opts: &TrainOptions) -> Option<String> {
+    if !loss.is_finite() {
+        return Some(format!("loss is {loss}"));
+    }
+    if !norm.is_finite() {
+        return Some(format!("gradient norm is {norm}"));
+    }
+    for ((name, value, limit), detector) in
+        [("loss", loss, opts.skip_loss_z), ("gradient norm", norm, opts.skip_grad_z)].into_iter().zip(detectors)
+    {
+        if let Some(z) = detector.z_score(value as f64).filter(|&z| limit > 0.0 && z > limit as f64) {
+            return Some(format!(
+                "{name} {value} is {z:.1} standard deviations above the last {}",
+                detector.window.len()
+            ));
+        }
+    }
+    None
+}
+
+/// One line of metrics.jsonl for a step whose update was skipped.
+#[derive(Debug, Clone, Serialize)]
+struct SkipRecord {
+    step: usize,
+    skipped: String,
 }
 
 /// One line of metrics.jsonl with a step's per-layer statistics (`--inspect`).
@@ -109,6 +176,11 @@ pub enum Event<'a> {
     Checkpoint {
         step: usize,
         dir: &'a Path,
+    },
+    /// Step `step`'s update was not applied, for `reason`.
+    Skipped {
+        step: usize,
+        reason: &'a str,
     },
 }
 
@@ -206,6 +278,9 @@ pub fn train(
     };
     let mut rng = Rng::new(resume.map_or(opts.seed, |r| r.rng));
     let mut elapsed_s = resume.map_or(0.0, |r| r.elapsed_s);
+    // Loss and gradient-norm windows; restored on resume so skip decisions match an uninterrupted run.
+    let mut detectors = resume.map_or_else(Default::default, |r| r.detectors.clone());
+    let mut skips_in_a_row = 0usize;
     let mut summary = Summary::default();
     let mut timed_ms = 0.0f64;
     let mut timed_steps = 0usize;
@@ -239,11 +314,22 @@ pub fn train(
         let (inputs, targets) = train.next_batch();
         let train_loss = model.forward_backward(inputs, targets, b, t)?;
         // Read before the update, while activations and gradients are this step's; not timed.
+        let inspect_start = Instant::now();
         let inspected = if opts.inspect { Some(model.layer_stats()?) } else { None };
+        let inspect_time = inspect_start.elapsed();
         let grad_norm = model.grad_norm()?;
         let lr = learning_rate(step, opts.steps, opts.lr, opts.warmup, opts.lr_final_frac);
-        model.update(&opts.adamw, lr, clip_scale(grad_norm, opts.grad_clip), step as u32 + 1)?;
-        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let skipped = skip_reason(train_loss, grad_norm, &detectors, opts);
+        match &skipped {
+            None => {
+                model.update(&opts.adamw, lr, clip_scale(grad_norm, opts.grad_clip), step as u32 + 1)?;
+                detectors[0].push(train_loss as f64);
+                detectors[1].push(grad_norm as f64);
+                skips_in_a_row = 0;
+            }
+            Some(_) => skips_in_a_row += 1,
+        }
+        let ms = (start.elapsed() - inspect_time).as_secs_f64() * 1e3;
         elapsed_s += ms / 1e3;
         // The first step of a session pays for allocations and warm-up: leave it out of the average.
         if step > first_step {
@@ -257,14 +343,40 @@ pub fn train(
             if let Some(inspect) = inspected {
                 m.write(&InspectRecord { step, inspect })?;
             }
+            if let Some(reason) = &skipped {
+                m.write(&SkipRecord { step, skipped: reason.clone() })?;
+            }
         }
         on_event(Event::Step(&record));
+        if let Some(reason) = &skipped {
+            on_event(Event::Skipped { step, reason });
+            if skips_in_a_row >= opts.max_skips {
+                let last = out.and_then(|out| rundir::list_checkpoints(out).ok()?.pop());
+                return Err(Error::Training(format!(
+                    "{skips_in_a_row} updates in a row skipped (the last at step {}: {reason}); the parameters are \
+                     those of the last good update{}",
+                    step + 1,
+                    match last {
+                        Some((step, dir)) => format!(", and the newest checkpoint (step {step}) is {}", dir.display()),
+                        None => String::new(),
+                    }
+                )));
+            }
+        }
 
         let done = step + 1;
         if let Some(out) = out {
             if opts.checkpoint_every > 0 && (done % opts.checkpoint_every == 0 || done == opts.steps) {
-                let (m, v) = model.optimizer_state()?.expect("an update has run");
-                let state = TrainState { step: done, loader: train.state(), rng: rng.state, elapsed_s };
+                // Before any update ran (all skipped), AdamW's moments are still their starting zeros.
+                let n = model.num_parameters();
+                let (m, v) = model.optimizer_state()?.unwrap_or_else(|| (vec![0.0; n], vec![0.0; n]));
+                let state = TrainState {
+                    step: done,
+                    loader: train.state(),
+                    rng: rng.state,
+                    elapsed_s,
+                    detectors: detectors.clone(),
+                };
                 let dir = rundir::write_checkpoint(out, &model.config, &model.params()?, (&m, &v), &state)?;
                 rundir::prune_checkpoints(out, opts.keep_checkpoints)?;
                 on_event(Event::Checkpoint { step: done, dir: &dir });

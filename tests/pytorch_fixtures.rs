@@ -127,6 +127,9 @@ fn check_training(name: &str) {
         checkpoint_every: 0,
         keep_checkpoints: 0,
         inspect: false,
+        skip_loss_z: 0.0,
+        skip_grad_z: 0.0,
+        max_skips: 10,
     };
     let (config, params) = read_model(&fixture(&format!("{name}_model.bin"))).unwrap();
     let mut model = GPT2::new(config, params).unwrap();

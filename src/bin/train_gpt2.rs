@@ -143,6 +143,16 @@ struct Args {
     /// outputs (less activation memory, a little more compute, bitwise the same results)
     #[arg(short = 'r', long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2), help_heading = "Optimisation")]
     recompute: u8,
+    /// Skip the update of a step whose loss is this many standard deviations above the mean of the last 128
+    /// (0 = off; NaN or infinite losses and gradient norms are always skipped)
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, help_heading = "Optimisation")]
+    skip_loss_z: f32,
+    /// The same for the gradient norm
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, help_heading = "Optimisation")]
+    skip_grad_z: f32,
+    /// Stop the run after this many skipped updates in a row
+    #[arg(long, default_value_t = 10, help_heading = "Optimisation")]
+    max_skips: usize,
     /// Clip the global gradient norm to this (0 = off)
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, help_heading = "Optimisation")]
     grad_clip: f32,
@@ -290,6 +300,11 @@ fn check_flags(args: &Args) -> Result<()> {
     in_range("--eps", args.eps, args.eps > 0.0, "a positive number")?;
     in_range("--weight-decay", args.weight_decay, args.weight_decay >= 0.0, "a number >= 0")?;
     in_range("--grad-clip", args.grad_clip, args.grad_clip >= 0.0, "a number >= 0 (0 = off)")?;
+    in_range("--skip-loss-z", args.skip_loss_z, args.skip_loss_z >= 0.0, "a number >= 0 (0 = off)")?;
+    in_range("--skip-grad-z", args.skip_grad_z, args.skip_grad_z >= 0.0, "a number >= 0 (0 = off)")?;
+    if args.max_skips == 0 {
+        return Err(Error::config("--max-skips", "must be at least 1, found 0"));
+    }
     SamplingOptions { temperature: args.temperature, top_k: args.top_k }.check("--temperature")?;
     if args.threads == Some(0) {
         return Err(Error::config("--threads", "must be at least 1, found 0"));
@@ -628,6 +643,9 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         keep_checkpoints: args.keep_checkpoints,
         inspect: args.inspect,
+        skip_loss_z: args.skip_loss_z,
+        skip_grad_z: args.skip_grad_z,
+        max_skips: args.max_skips,
     };
     let steps = args.steps;
     let flops_per_step = cfg.flops_per_token(args.seq_len) * (args.batch_size * args.seq_len) as f64;
@@ -677,6 +695,9 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
             }
             Event::Sample { step, text } => {
                 progress.suspend(|| say!("--- sample at step {step} ---\n{}\n---", text.trim_end()))
+            }
+            Event::Skipped { step, reason } => {
+                progress.suspend(|| say!("step {:>5}/{steps} | update skipped: {reason}", step + 1))
             }
             Event::Checkpoint { step, dir } => {
                 progress.suspend(|| say!("step {step:>5}/{steps} | checkpoint {}", dir.display()))
