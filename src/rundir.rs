@@ -10,8 +10,10 @@
 //! ```
 //!
 //! A checkpoint is written into `step_NNNNNN.tmp/`, every file synced, then the directory is renamed: a crash
-//! leaves either a complete checkpoint or a `.tmp` directory that is never taken for one. Reading checks every
-//! header and size, so a damaged checkpoint is reported and skipped in favour of the previous one.
+//! leaves either a complete checkpoint or a `.tmp` directory that is never taken for one. Deleting one renames it
+//! to `.deleting` first, so a crash mid-delete cannot leave a half checkpoint under a checkpoint's name either.
+//! Reading checks every header and size, so a checkpoint damaged anyway (a disk, a user) is reported and skipped
+//! in favour of the previous one.
 
 use crate::checkpoint::{read_model, write_atomically, write_model, ModelDtype, HEADER_BYTES, HEADER_INTS};
 use crate::config::GPT2Config;
@@ -109,7 +111,7 @@ pub fn write_checkpoint(
     // Replacing a checkpoint of the same step (a run resumed from an older one) needs the old one out of the way;
     // the previous checkpoints stay meanwhile.
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("cannot replace checkpoint", &dir, e))?;
+        remove_checkpoint(&dir)?;
     }
     std::fs::rename(&tmp, &dir).map_err(|e| Error::io("cannot rename finished checkpoint to", &dir, e))?;
     sync_dir(&root)?;
@@ -207,21 +209,40 @@ pub fn prune_checkpoints(out: &Path, keep: usize) -> Result<()> {
     }
     let all = list_checkpoints(out)?;
     for (_, dir) in &all[..all.len().saturating_sub(keep)] {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io("cannot delete old checkpoint", dir, e))?;
+        remove_checkpoint(dir)?;
     }
     Ok(())
 }
 
+/// Deletes a checkpoint directory so that no crash can leave a half-deleted one under a checkpoint's name: it is
+/// renamed to `<name>.deleting` first (atomic), which `list_checkpoints` never reads, then removed. A leftover of
+/// an earlier crash goes first.
+fn remove_checkpoint(dir: &Path) -> Result<()> {
+    let mut doomed = dir.as_os_str().to_owned();
+    doomed.push(".deleting");
+    let doomed = PathBuf::from(doomed);
+    if doomed.exists() {
+        std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("cannot delete old checkpoint", &doomed, e))?;
+    }
+    std::fs::rename(dir, &doomed).map_err(|e| Error::io("cannot delete old checkpoint", dir, e))?;
+    std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("cannot delete old checkpoint", &doomed, e))
+}
+
 /// Cuts `out/metrics.jsonl` back to the records of steps before `step` (a run resumed from a checkpoint redoes
-/// the steps after it), atomically. Lines that are not JSON objects with a `step` are kept.
+/// the steps after it), atomically. Lines that are not JSON objects with a `step` are kept, except an unfinished
+/// last line (a crash mid-write), which is dropped.
 pub fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io("cannot read", path, e)),
     };
+    let finished = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
     let mut kept = String::with_capacity(text.len());
-    for line in text.lines() {
+    for line in finished.lines() {
         let record_step = serde_json::from_str::<serde_json::Value>(line)
             .ok()
             .and_then(|record| record.get("step").and_then(|s| s.as_u64()));
