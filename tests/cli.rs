@@ -901,3 +901,19 @@ fn list_presets_shows_the_ladder_with_sizes_memory_and_times_that_scale_with_flo
     assert!(GPT2Config::preset("tiny").unwrap().num_parameters() < 6_000_000);
     assert_eq!(GPT2Config::preset("d6"), GPT2Config::preset("small"), "d6 is another name for small");
 }
+
+#[test]
+fn the_same_seed_gives_identical_runs_across_runs_and_thread_counts() {
+    let dir = TempDir::new().unwrap();
+    let mut outs = Vec::new();
+    for (name, threads) in [("a", "1"), ("b", "2"), ("c", "2")] {
+        let out = dir.path().join(name);
+        let mut args = tiny(&[("--threads", threads), ("--steps", "6"), ("--val-every", "3")]);
+        args.extend(["--out".to_string(), out.display().to_string()]);
+        assert_success(&run(&args));
+        outs.push(records_without_timings(&out));
+    }
+    assert!(outs[0].iter().any(|r| r.get("val_loss").is_some()), "evaluations are compared too");
+    assert_eq!(outs[1], outs[2], "two runs with the same seed");
+    assert_eq!(outs[0], outs[1], "1 thread and 2 threads");
+}

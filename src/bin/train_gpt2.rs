@@ -389,6 +389,18 @@ fn check_memory(plan: &MemoryPlan, backend: &dyn Backend, cfg: &GPT2Config, args
     )))
 }
 
+/// An allocation that failed although the plan passed `check_memory` (another process took the memory, or the
+/// device could not tell what it had): the error gets the plan and what to try.
+fn explain_oom(e: Error, plan: &MemoryPlan) -> Error {
+    match e {
+        Error::OutOfMemory(what) => Error::OutOfMemory(format!(
+            "{what}; the run's plan is {plan}; try --recompute 2, a smaller --batch-size or --seq-len, or a smaller \
+             model"
+        )),
+        other => other,
+    }
+}
+
 /// The training and validation loaders: the user's shards, or the built-in stories split 90/10.
 fn load_data(args: &Args, shuffle: Option<u64>) -> Result<(DataLoader, Option<DataLoader>)> {
     let (b, t) = (args.batch_size, args.seq_len);
@@ -546,13 +558,13 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
     let device = backend.name();
     let (mut model, resume_state) = match checkpoint {
         Some(c) => {
-            let mut model = GPT2::with_backend(c.config, c.params, backend)?;
-            model.set_optimizer_state(c.m, c.v)?;
+            let mut model = GPT2::with_backend(c.config, c.params, backend).map_err(|e| explain_oom(e, &plan))?;
+            model.set_optimizer_state(c.m, c.v).map_err(|e| explain_oom(e, &plan))?;
             train_loader.restore(&c.state.loader)?;
             say!("resume: {} (step {} of {})", c.dir.display(), c.state.step, args.steps);
             (model, Some(c.state))
         }
-        None => (build_model(source, args.seed, backend)?, None),
+        None => (build_model(source, args.seed, backend).map_err(|e| explain_oom(e, &plan))?, None),
     };
     model.set_recompute(recompute(args));
     let val_batches = val_loader.as_ref().map_or(0, |v| args.val_batches.min(v.batches_per_epoch()));
@@ -703,7 +715,8 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
                 progress.suspend(|| say!("step {step:>5}/{steps} | checkpoint {}", dir.display()))
             }
         },
-    )?;
+    )
+    .map_err(|e| explain_oom(e, &plan))?;
     progress.finish();
     say!("done: {} steps, {:.0} tokens/s on average", steps, summary.tokens_per_sec);
     if let Some(dir) = &args.out {
