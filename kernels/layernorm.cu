@@ -4,9 +4,13 @@
 //   dinp += rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
 //   dweight += sum over rows of norm * dout;  dbias += sum over rows of dout
 //
-// Thread mapping. forward and backward_dinp: one warp per row; lanes stride over the C channels and the row
-// statistics come from warp reductions. backward_dparams: one thread per channel, walking the B*T rows in order,
-// so every float of dweight and dbias has one owner (deterministic, no atomics).
+// Thread mapping. forward and backward_dinp: one warp per row; lane l takes the groups of 4 channels that start
+// at 4 l, 4 l + 128, ..., and the row statistics come from warp reductions. A group moves with one 128-bit load or
+// store per tensor (common.cuh load4/store4) when C % 4 == 0 (every GPT-2) and the tensor's start is 16-byte
+// aligned; rows that start off a 16-byte boundary (C % 4 != 0, a misaligned view, or weight and bias sliced from
+// (L, C) parameters at l * C) and the last group when C % 4 != 0 take 32-bit accesses. backward_dparams: one
+// thread per channel, walking the B*T rows in order, so every float of dweight and dbias has one owner
+// (deterministic, no atomics); its loads are columns, 32 consecutive floats per warp, so they stay 32-bit.
 // Floats moved per call (N = B*T rows; x is read three times, but a warp's row stays in cache after the first):
 // forward reads x and writes out, 2 N*C (+ 2C parameters, 2N statistics); backward_dinp reads dout and x and
 // reads and writes dinp, 4 N*C; backward_dparams reads x and dout, 2 N*C (+ 2N statistics, 4C parameters).
@@ -15,24 +19,41 @@
 // PyTorch's and GPT-2's LayerNorm epsilon.
 #define LAYERNORM_EPS 1e-5f
 
-// One warp normalises row `row` of x into o and writes its statistics. Every lane reads only the channels it
-// strides over (lane, lane + 32, ...), so a row the same warp has just written needs no barrier.
+// Channels one warp covers per step of its loop over a row: 32 lanes, a group of 4 each.
+#define ROW_STRIDE (WARP_SIZE * F128_FLOATS)
+
+// One warp normalises row `row` of x into o and writes its statistics. Every lane reads only the groups it owns
+// (channels 4 lane .. 4 lane + 3, then 128 further on, ...), so a row the same warp has just written needs no
+// barrier. load4 reads the channels past C of a last partial group as 0, which leaves the sum as it is.
 static __device__ __forceinline__ void layernorm_row(float* o, float* mean, float* rstd, const float* x,
                                                      const float* __restrict__ weight,
                                                      const float* __restrict__ bias, int row, int C, int lane) {
     float sum = 0.0f;
-    for (int i = lane; i < C; i += WARP_SIZE) {
-        sum += x[i];
+    for (int i = lane * F128_FLOATS; i < C; i += ROW_STRIDE) {
+        const f128 xi = load4(x, i, C);
+        for (int k = 0; k < F128_FLOATS; k++) {
+            sum += xi.v[k];
+        }
     }
     const float m = warp_reduce_sum(sum) / C;
     float sum_sq = 0.0f;
-    for (int i = lane; i < C; i += WARP_SIZE) {
-        const float d = x[i] - m;
-        sum_sq += d * d;
+    for (int i = lane * F128_FLOATS; i < C; i += ROW_STRIDE) {
+        const f128 xi = load4(x, i, C);
+        for (int k = 0; k < F128_FLOATS && i + k < C; k++) {
+            const float d = xi.v[k] - m;
+            sum_sq += d * d;
+        }
     }
     const float s = 1.0f / sqrtf(warp_reduce_sum(sum_sq) / C + LAYERNORM_EPS);
-    for (int i = lane; i < C; i += WARP_SIZE) {
-        o[i] = (x[i] - m) * s * weight[i] + bias[i];
+    for (int i = lane * F128_FLOATS; i < C; i += ROW_STRIDE) {
+        const f128 xi = load4(x, i, C);
+        const f128 w = load4(weight, i, C);
+        const f128 b = load4(bias, i, C);
+        f128 out;
+        for (int k = 0; k < F128_FLOATS; k++) {
+            out.v[k] = (xi.v[k] - m) * s * w.v[k] + b.v[k];
+        }
+        store4(o, i, C, out);
     }
     if (lane == 0) {
         mean[row] = m;
@@ -69,8 +90,14 @@ extern "C" __global__ void fused_residual_layernorm_forward(float* residual, flo
         return;  // the whole warp: row is the same for its 32 lanes
     }
     float* r = residual + (size_t)row * C;
-    for (int i = lane; i < C; i += WARP_SIZE) {
-        r[i] = inp1[(size_t)row * C + i] + inp2[(size_t)row * C + i];
+    for (int i = lane * F128_FLOATS; i < C; i += ROW_STRIDE) {
+        const f128 a = load4(inp1 + (size_t)row * C, i, C);
+        const f128 b = load4(inp2 + (size_t)row * C, i, C);
+        f128 sum;
+        for (int k = 0; k < F128_FLOATS; k++) {
+            sum.v[k] = a.v[k] + b.v[k];
+        }
+        store4(r, i, C, sum);
     }
     layernorm_row(out + (size_t)row * C, mean, rstd, r, weight, bias, row, C, lane);
 }
@@ -92,19 +119,32 @@ extern "C" __global__ void layernorm_backward_dinp(float* dinp, const float* __r
     const float s = rstd[row];
     float dnorm_sum = 0.0f;
     float dnorm_norm_sum = 0.0f;
-    for (int i = lane; i < C; i += WARP_SIZE) {
-        const float norm = (x[i] - m) * s;
-        const float dnorm = weight[i] * g[i];
-        dnorm_sum += dnorm;
-        dnorm_norm_sum += dnorm * norm;
+    // Channels past C of a last partial group read as 0: their dnorm is 0, so they add nothing to either sum.
+    for (int i = lane * F128_FLOATS; i < C; i += ROW_STRIDE) {
+        const f128 xi = load4(x, i, C);
+        const f128 gi = load4(g, i, C);
+        const f128 w = load4(weight, i, C);
+        for (int k = 0; k < F128_FLOATS; k++) {
+            const float norm = (xi.v[k] - m) * s;
+            const float dnorm = w.v[k] * gi.v[k];
+            dnorm_sum += dnorm;
+            dnorm_norm_sum += dnorm * norm;
+        }
     }
     const float dnorm_mean = warp_reduce_sum(dnorm_sum) / C;
     const float dnorm_norm_mean = warp_reduce_sum(dnorm_norm_sum) / C;
     float* d = dinp + (size_t)row * C;
-    for (int i = lane; i < C; i += WARP_SIZE) {
-        const float norm = (x[i] - m) * s;
-        const float dnorm = weight[i] * g[i];
-        d[i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+    for (int i = lane * F128_FLOATS; i < C; i += ROW_STRIDE) {
+        const f128 xi = load4(x, i, C);
+        const f128 gi = load4(g, i, C);
+        const f128 w = load4(weight, i, C);
+        f128 di = load4(d, i, C);
+        for (int k = 0; k < F128_FLOATS; k++) {
+            const float norm = (xi.v[k] - m) * s;
+            const float dnorm = w.v[k] * gi.v[k];
+            di.v[k] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+        }
+        store4(d, i, C, di);
     }
 }
 

@@ -1,7 +1,9 @@
 //! Every CUDA kernel against its CPU reference, element by element, forward and backward, at shapes that are not
-//! multiples of the block, warp or vector width. The kernels run under the emulator (`--features emu`: the same
-//! kernels/*.cu compiled for the CPU, device memory poisoned with NaN so an element a kernel forgets to write
-//! fails the comparison) or, built with `--features cuda` alone, on GPU 0 — there they are marked ignored so a
+//! multiples of the block, warp or vector width, and (the kernels with 128-bit loads and stores) on tensors that
+//! start 0 to 3 floats past a 16-byte boundary with NaN around them, as the backend's views of one flat allocation
+//! do. The kernels run under the emulator (`--features emu`: the same kernels/*.cu compiled for the CPU, device
+//! memory poisoned with NaN so an element a kernel forgets to write fails the comparison, and a misaligned 128-bit
+//! access a launch error) or, built with `--features cuda` alone, on GPU 0 — there they are marked ignored so a
 //! machine without a GPU reports them as such, and dev/scripts/gpu_check.sh runs them with `--ignored` on a GPU.
 //! Built without either, they are reported as ignored, never as passed. Each comparison prints its largest
 //! error (`--nocapture`), which gpu_check.sh collects into its table.
@@ -11,7 +13,7 @@
 use llmrs::cpu;
 use llmrs::cpu::adamw::AdamWStep;
 use llmrs::gpu;
-use llmrs::gpu::driver::{DeviceBuffer, DeviceTokens, Driver};
+use llmrs::gpu::driver::{DeviceBuffer, DeviceSlice, DeviceTokens, Driver};
 use llmrs::rng::Rng;
 use std::rc::Rc;
 
@@ -71,7 +73,48 @@ fn fresh(d: &Rc<dyn Driver>, n: usize) -> DeviceBuffer {
 
 /// Every element within tolerance; NaN anywhere fails.
 fn assert_close(what: &str, gpu: &DeviceBuffer, cpu: &[f32], tol: Tol) {
-    let got = gpu.read().unwrap();
+    assert_floats_close(what, &gpu.read().unwrap(), cpu, tol);
+}
+
+/// NaN floats before and after a `View`: one whole 128-bit group past its end, so a kernel that writes outside
+/// its tensor, or reads a neighbour's float into one it writes, fails the comparison.
+const GUARD: usize = 4;
+
+/// A tensor as the backend passes them: a view that starts `offset` floats into its allocation (`offset % 4 != 0`:
+/// a start that is not 16-byte aligned), with NaN in the `offset` floats before it and the GUARD floats after it.
+struct View {
+    buf: DeviceBuffer,
+    offset: usize,
+    len: usize,
+}
+
+impl View {
+    fn new(d: &Rc<dyn Driver>, data: &[f32], offset: usize) -> View {
+        let mut host = vec![f32::NAN; offset + data.len() + GUARD];
+        host[offset..offset + data.len()].copy_from_slice(data);
+        View { buf: upload(d, &host), offset, len: data.len() }
+    }
+
+    /// An output view, NaN throughout (on any driver), so an element the kernel forgets to write fails.
+    fn poisoned(d: &Rc<dyn Driver>, len: usize, offset: usize) -> View {
+        View::new(d, &vec![f32::NAN; len], offset)
+    }
+
+    fn slice(&self) -> DeviceSlice {
+        self.buf.at(self.offset, self.len)
+    }
+}
+
+/// Every element of the view within tolerance of the CPU, and every float around it still NaN.
+fn assert_view_close(what: &str, view: &View, cpu: &[f32], tol: Tol) {
+    let all = view.buf.read().unwrap();
+    let (before, rest) = all.split_at(view.offset);
+    let (got, after) = rest.split_at(view.len);
+    assert!(before.iter().chain(after).all(|x| x.is_nan()), "{what}: the kernel wrote outside the view");
+    assert_floats_close(what, got, cpu, tol);
+}
+
+fn assert_floats_close(what: &str, got: &[f32], cpu: &[f32], tol: Tol) {
     assert_eq!(got.len(), cpu.len(), "{what}: length");
     let max_err = got.iter().zip(cpu).map(|(g, c)| (g - c).abs()).fold(0.0f32, f32::max);
     eprintln!("max |gpu - cpu| {what}: {max_err:e}");
@@ -393,6 +436,169 @@ gpu_test! {
             assert_close("adamw params", &g_params, &params, Tol { abs: 1e-6, rel: 1e-6 });
             assert_close("adamw m", &g_m, &m, Tol { abs: 1e-7, rel: 1e-5 });
             assert_close("adamw v", &g_v, &v, Tol { abs: 1e-8, rel: 1e-5 });
+        }
+    }
+}
+
+/// Float offsets of the (up to four) views one call takes: all alike at 0, 1, 2 and 3 floats (16-byte aligned, then
+/// 4, 8 and 12 bytes past), and mixed, so one call has 128-bit and 32-bit streams side by side. The model makes
+/// such starts: per-layer slices of (L, C) parameters at l * C, activations after a (L, B, T) tensor with B*T odd.
+const OFFSETS: &[[usize; 4]] = &[[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3], [0, 1, 2, 3], [3, 0, 2, 1]];
+
+/// Lengths around the group of 4 and the block: less than a group, one, one more, a partial last group after a
+/// block, and two blocks' worth of groups (256 threads x 4) plus a partial group.
+const LENGTHS: &[usize] = &[1, 3, 4, 5, 257, 2 * 256 * 4 + 6];
+
+gpu_test! {
+    fn residual_and_gelu_match_cpu_on_views_at_every_float_offset_and_odd_lengths() {
+        let d = driver();
+        let mut rng = Rng::new(13);
+        for o in OFFSETS {
+            for &n in LENGTHS {
+                let what = |name: &str| format!("{name} (n {n}, offsets {o:?})");
+                let (a, b, dout) = (randn(&mut rng, n, 2.0), randn(&mut rng, n, 2.0), randn(&mut rng, n, 1.0));
+                let mut out = vec![0.0; n];
+                cpu::residual::residual_forward(&mut out, &a, &b, n);
+                let (g_out, g_a, g_b) = (View::poisoned(&d, n, o[0]), View::new(&d, &a, o[1]), View::new(&d, &b, o[2]));
+                gpu::residual::residual_forward(&*d, g_out.slice(), g_a.slice(), g_b.slice(), n).unwrap();
+                assert_view_close(&what("residual out"), &g_out, &out, ELEMENTWISE);
+
+                let (mut d1, mut d2) = (randn(&mut rng, n, 1.0), randn(&mut rng, n, 1.0));
+                let (g_d1, g_d2) = (View::new(&d, &d1, o[0]), View::new(&d, &d2, o[1]));
+                let g_dout = View::new(&d, &dout, o[2]);
+                cpu::residual::residual_backward(&mut d1, &mut d2, &dout, n);
+                gpu::residual::residual_backward(&*d, g_d1.slice(), g_d2.slice(), g_dout.slice(), n).unwrap();
+                assert_view_close(&what("dinp1"), &g_d1, &d1, ELEMENTWISE);
+                assert_view_close(&what("dinp2"), &g_d2, &d2, ELEMENTWISE);
+
+                let mut gelu = vec![0.0; n];
+                cpu::gelu::gelu_forward(&mut gelu, &a, n);
+                let (g_gelu, g_inp) = (View::poisoned(&d, n, o[3]), View::new(&d, &a, o[1]));
+                gpu::gelu::gelu_forward(&*d, g_gelu.slice(), g_inp.slice(), n).unwrap();
+                assert_view_close(&what("gelu out"), &g_gelu, &gelu, ELEMENTWISE);
+                let mut dinp = randn(&mut rng, n, 1.0);
+                let g_dinp = View::new(&d, &dinp, o[0]);
+                cpu::gelu::gelu_backward(&mut dinp, &a, &dout, n);
+                gpu::gelu::gelu_backward(&*d, g_dinp.slice(), g_inp.slice(), g_dout.slice(), n).unwrap();
+                assert_view_close(&what("gelu dinp"), &g_dinp, &dinp, ELEMENTWISE);
+            }
+        }
+    }
+}
+
+gpu_test! {
+    fn adamw_matches_cpu_on_views_at_every_float_offset_and_odd_lengths() {
+        let d = driver();
+        let mut rng = Rng::new(14);
+        for o in OFFSETS {
+            for &n in LENGTHS {
+                let what = |name: &str| format!("{name} (n {n}, offsets {o:?})");
+                let mut params = randn(&mut rng, n, 1.0);
+                let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+                let g_params = View::new(&d, &params, o[0]);
+                let (g_m, g_v) = (View::new(&d, &m, o[2]), View::new(&d, &v, o[3]));
+                for step in 1..=2 {
+                    let grads = randn(&mut rng, n, 0.5);
+                    let g_grads = View::new(&d, &grads, o[1]);
+                    let hp = AdamWStep {
+                        lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, grad_scale: 0.37, step,
+                    };
+                    cpu::adamw::adamw_update(&mut params, &grads, &mut m, &mut v, &hp);
+                    let (p, g) = (g_params.slice(), g_grads.slice());
+                    gpu::adamw::adamw_update(&*d, p, g, g_m.slice(), g_v.slice(), &hp).unwrap();
+                    assert_view_close(&what("adamw params"), &g_params, &params, Tol { abs: 1e-6, rel: 1e-6 });
+                    assert_view_close(&what("adamw m"), &g_m, &m, Tol { abs: 1e-7, rel: 1e-5 });
+                    assert_view_close(&what("adamw v"), &g_v, &v, Tol { abs: 1e-8, rel: 1e-5 });
+                    assert_view_close(&what("adamw grads (read only)"), &g_grads, &grads, Tol { abs: 0.0, rel: 0.0 });
+                }
+            }
+        }
+    }
+}
+
+/// (B, T, C) for the row kernels' odd cases: C % 4 = 1 and below one warp's 128 channels, C % 4 = 0, C % 4 = 2 past
+/// 128 channels (lanes take two groups, the last partial), C % 4 = 3 below one group.
+const ODD_ROWS: &[(usize, usize, usize)] = &[(2, 3, 45), (1, 2, 48), (2, 1, 130), (3, 1, 3)];
+
+gpu_test! {
+    fn encoder_forward_matches_cpu_on_views_at_every_float_offset_and_odd_channels() {
+        let d = driver();
+        let mut rng = Rng::new(15);
+        for o in OFFSETS {
+            for &(b, t, c) in ODD_ROWS {
+                let (vp, max_t) = (7, t + 2);
+                let inp = tokens(&mut rng, b * t, vp);
+                let (wte, wpe) = (randn(&mut rng, vp * c, 1.0), randn(&mut rng, max_t * c, 1.0));
+                let mut out = vec![0.0; b * t * c];
+                cpu::encoder::encoder_forward(&mut out, &inp, &wte, &wpe, b, t, c);
+                let g_out = View::poisoned(&d, b * t * c, o[0]);
+                let g_inp = upload_tokens(&d, &inp);
+                let (g_wte, g_wpe) = (View::new(&d, &wte, o[1]), View::new(&d, &wpe, o[2]));
+                gpu::encoder::encoder_forward(&*d, g_out.slice(), &g_inp, g_wte.slice(), g_wpe.slice(), b, t, c)
+                    .unwrap();
+                assert_view_close(&format!("encoder out ({b}, {t}, {c}), offsets {o:?}"), &g_out, &out, ELEMENTWISE);
+            }
+        }
+    }
+}
+
+gpu_test! {
+    fn layernorm_matches_cpu_on_views_at_every_float_offset_and_odd_channels() {
+        let d = driver();
+        let mut rng = Rng::new(16);
+        for o in OFFSETS {
+            for &(b, t, c) in ODD_ROWS {
+                let n = b * t;
+                let what = |name: &str| format!("{name} ({b}, {t}, {c}), offsets {o:?}");
+                let inp: Vec<f32> = randn(&mut rng, n * c, 1.5).iter().map(|x| x + 0.7).collect();
+                let (w, bias) = (randn(&mut rng, c, 1.0), randn(&mut rng, c, 1.0));
+                let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+                cpu::layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &w, &bias, b, t, c);
+                let g_out = View::poisoned(&d, n * c, o[0]);
+                let (g_mean, g_rstd) = (View::poisoned(&d, n, o[3]), View::poisoned(&d, n, o[1]));
+                let g_inp = View::new(&d, &inp, o[1]);
+                let (g_w, g_b) = (View::new(&d, &w, o[2]), View::new(&d, &bias, o[3]));
+                let s = |x: &View| x.slice();
+                gpu::layernorm::layernorm_forward(
+                    &*d, s(&g_out), s(&g_mean), s(&g_rstd), s(&g_inp), s(&g_w), s(&g_b), b, t, c,
+                )
+                .unwrap();
+                assert_view_close(&what("layernorm out"), &g_out, &out, REDUCTION);
+                assert_view_close(&what("layernorm mean"), &g_mean, &mean, REDUCTION);
+                assert_view_close(&what("layernorm rstd"), &g_rstd, &rstd, REDUCTION);
+
+                let dout = randn(&mut rng, n * c, 1.0);
+                let mut dinp = randn(&mut rng, n * c, 1.0);
+                let (mut dw, mut db) = (randn(&mut rng, c, 1.0), randn(&mut rng, c, 1.0));
+                let g_dinp = View::new(&d, &dinp, o[0]);
+                let (g_dw, g_db) = (View::new(&d, &dw, o[1]), View::new(&d, &db, o[2]));
+                let g_dout = View::new(&d, &dout, o[3]);
+                cpu::layernorm::layernorm_backward(&mut dinp, &mut dw, &mut db, &dout, &inp, &w, &mean, &rstd, b, t, c);
+                gpu::layernorm::layernorm_backward(
+                    &*d, s(&g_dinp), s(&g_dw), s(&g_db), s(&g_dout), s(&g_inp), s(&g_w), s(&g_mean), s(&g_rstd),
+                    b, t, c,
+                )
+                .unwrap();
+                assert_view_close(&what("layernorm dinp"), &g_dinp, &dinp, REDUCTION);
+                assert_view_close(&what("layernorm dweight"), &g_dw, &dw, REDUCTION);
+                assert_view_close(&what("layernorm dbias"), &g_db, &db, REDUCTION);
+
+                let a = randn(&mut rng, n * c, 1.0);
+                let (mut residual, mut fused_out) = (vec![0.0; n * c], vec![0.0; n * c]);
+                cpu::layernorm::fused_residual_layernorm_forward(
+                    &mut residual, &mut fused_out, &mut mean, &mut rstd, &a, &inp, &w, &bias, b, t, c,
+                );
+                let (g_res, g_fused) = (View::poisoned(&d, n * c, o[2]), View::poisoned(&d, n * c, o[1]));
+                let g_a = View::new(&d, &a, o[0]);
+                gpu::layernorm::fused_residual_layernorm_forward(
+                    &*d, s(&g_res), s(&g_fused), s(&g_mean), s(&g_rstd), s(&g_a), s(&g_inp), s(&g_w), s(&g_b), b, t, c,
+                )
+                .unwrap();
+                assert_view_close(&what("fused residual"), &g_res, &residual, ELEMENTWISE);
+                assert_view_close(&what("fused layernorm out"), &g_fused, &fused_out, REDUCTION);
+                assert_view_close(&what("fused layernorm mean"), &g_mean, &mean, REDUCTION);
+                assert_view_close(&what("fused layernorm rstd"), &g_rstd, &rstd, REDUCTION);
+            }
         }
     }
 }

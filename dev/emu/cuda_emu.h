@@ -854,17 +854,41 @@ inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() {}
 inline long long clock64() { return (long long)__builtin_ia32_rdtsc(); }
 
-// Cache-hinted loads and stores are plain memory operations here. The stored value's type is not deduced, so
-// `__stcs(float_ptr, 1.0)` converts as the CUDA overloads would.
+// A GPU faults on an access whose address is not a multiple of its size ("misaligned address",
+// cudaErrorMisalignedAddress), e.g. a float4 load from a float that is not 16-byte aligned. A plain dereference
+// cannot be watched here, and x86 may even perform it, so code that casts a pointer to a wider type calls this
+// first (kernels/common.cuh's 128-bit helpers do); the cache-hinted loads and stores below check their own.
+namespace emu {
+inline void check_aligned(const void* p, size_t bytes, EMU_WHERE) {
+    if (reinterpret_cast<uintptr_t>(p) % bytes != 0) {
+        ::emu::detail::fail(file, line, "misaligned address %p for a %zu-byte access (a GPU faults here)", p, bytes);
+    }
+}
+}  // namespace emu
+
+// Cache-hinted loads and stores are plain memory operations here, after the alignment check a GPU makes. The stored
+// value's type is not deduced, so `__stcs(float_ptr, 1.0)` converts as the CUDA overloads would.
 namespace emu { namespace detail { template <class T> struct identity { using type = T; }; } }
-template <class T> inline T __ldg(const T* p) { return *p; }
-template <class T> inline T __ldcs(const T* p) { return *p; }
-template <class T> inline T __ldcg(const T* p) { return *p; }
-template <class T> inline T __ldca(const T* p) { return *p; }
-template <class T> inline T __ldlu(const T* p) { return *p; }
-template <class T> inline void __stcs(T* p, typename ::emu::detail::identity<T>::type v) { *p = v; }
-template <class T> inline void __stcg(T* p, typename ::emu::detail::identity<T>::type v) { *p = v; }
-template <class T> inline void __stwb(T* p, typename ::emu::detail::identity<T>::type v) { *p = v; }
+#define EMU_CHECKED_LOAD(name)                                                                                      \
+    template <class T> inline T name(const T* p, EMU_WHERE) {                                                      \
+        ::emu::check_aligned(p, alignof(T), line, file);                                                           \
+        return *p;                                                                                                  \
+    }
+#define EMU_CHECKED_STORE(name)                                                                                     \
+    template <class T> inline void name(T* p, typename ::emu::detail::identity<T>::type v, EMU_WHERE) {            \
+        ::emu::check_aligned(p, alignof(T), line, file);                                                           \
+        *p = v;                                                                                                     \
+    }
+EMU_CHECKED_LOAD(__ldg)
+EMU_CHECKED_LOAD(__ldcs)
+EMU_CHECKED_LOAD(__ldcg)
+EMU_CHECKED_LOAD(__ldca)
+EMU_CHECKED_LOAD(__ldlu)
+EMU_CHECKED_STORE(__stcs)
+EMU_CHECKED_STORE(__stcg)
+EMU_CHECKED_STORE(__stwb)
+#undef EMU_CHECKED_LOAD
+#undef EMU_CHECKED_STORE
 
 // Atomics are real atomics: with EMU_THREADS > 1 blocks run on different OS threads. Floats go through CAS.
 #define EMU_ATOMIC_INT(T)                                                                                           \

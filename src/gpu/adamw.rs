@@ -1,7 +1,7 @@
-//! Launchers for kernels/adamw.cu (mirrors src/cpu/adamw.rs). One thread per parameter.
+//! Launchers for kernels/adamw.cu (mirrors src/cpu/adamw.rs). One thread per group of 4 parameters.
 
 use super::driver::{Arg, DeviceSlice, Driver};
-use super::{blocks_for, BLOCK, BLOCK_SIZE};
+use super::{blocks_for, BLOCK, BLOCK_SIZE, F128_FLOATS};
 use crate::cpu::adamw::AdamWStep;
 use crate::error::Result;
 
@@ -32,5 +32,5 @@ pub fn adamw_update(
         Arg::F32(bias_correction1),
         Arg::F32(bias_correction2),
     ];
-    driver.launch("adamw_update", (blocks_for(n, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+    driver.launch("adamw_update", (blocks_for(n, F128_FLOATS * BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
 }

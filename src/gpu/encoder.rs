@@ -1,10 +1,10 @@
 //! Launchers for kernels/encoder.cu (mirrors src/cpu/encoder.rs).
 
 use super::driver::{Arg, DeviceSlice, DeviceTokens, Driver};
-use super::{blocks_for, BLOCK, BLOCK_SIZE};
+use super::{blocks_for, BLOCK, BLOCK_SIZE, F128_FLOATS};
 use crate::error::Result;
 
-/// out: (B, T, C); inp: (B, T); wte: (Vp, C); wpe: (maxT, C). One thread per output element.
+/// out: (B, T, C); inp: (B, T); wte: (Vp, C); wpe: (maxT, C). One thread per group of 4 channels of a (b, t) row.
 #[allow(clippy::too_many_arguments)]
 pub fn encoder_forward(
     driver: &dyn Driver,
@@ -17,7 +17,8 @@ pub fn encoder_forward(
     c: usize,
 ) -> Result<()> {
     let args = [out.arg(), inp.arg(), wte.arg(), wpe.arg(), Arg::I32(b as i32), Arg::I32(t as i32), Arg::I32(c as i32)];
-    driver.launch("encoder_forward", (blocks_for(b * t * c, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+    let groups = b * t * c.div_ceil(F128_FLOATS);
+    driver.launch("encoder_forward", (blocks_for(groups, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
 }
 
 /// dwte: (Vp, C) and dwpe: (maxT, C) accumulate; dout: (B, T, C); inp: (B, T). dwte: one thread per channel

@@ -1,7 +1,7 @@
-//! Launchers for kernels/residual.cu (mirrors src/cpu/residual.rs). One thread per element.
+//! Launchers for kernels/residual.cu (mirrors src/cpu/residual.rs). One thread per group of 4 elements.
 
 use super::driver::{Arg, DeviceSlice, Driver};
-use super::{blocks_for, BLOCK, BLOCK_SIZE};
+use super::{blocks_for, BLOCK, BLOCK_SIZE, F128_FLOATS};
 use crate::error::Result;
 
 /// out, inp1, inp2: (N).
@@ -13,7 +13,7 @@ pub fn residual_forward(
     n: usize,
 ) -> Result<()> {
     let args = [out.arg(), inp1.arg(), inp2.arg(), Arg::I32(n as i32)];
-    driver.launch("residual_forward", (blocks_for(n, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+    driver.launch("residual_forward", (blocks_for(n, F128_FLOATS * BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
 }
 
 /// dinp1, dinp2 accumulate; dout: (N).
@@ -25,5 +25,5 @@ pub fn residual_backward(
     n: usize,
 ) -> Result<()> {
     let args = [dinp1.arg(), dinp2.arg(), dout.arg(), Arg::I32(n as i32)];
-    driver.launch("residual_backward", (blocks_for(n, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+    driver.launch("residual_backward", (blocks_for(n, F128_FLOATS * BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
 }
