@@ -411,3 +411,19 @@ fn write_seed_corpus() {
         }
     }
 }
+
+/// Checks one input against the contract (allocation bound included), as a named regression test.
+fn assert_keeps_contract(target: &Target, parts: &[&[u8]]) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    check(target, dir.path(), parts).unwrap_or_else(|why| panic!("{}: {why}", target.name))
+}
+
+#[test]
+fn tokenizer_header_claiming_millions_of_tokens_allocates_nothing_for_them() {
+    // The vocab size in header[2] once sized the table of token ends before any token was read: 8 bytes per
+    // claimed token, 34 GB for 0xFFFFFFFF (an abort). 2^28 asks for 2 GB, which a lazy allocation grants, so
+    // the bound reports it instead of the process dying.
+    let mut file = tokenizer_seeds().swap_remove(0).swap_remove(0);
+    file[8..12].copy_from_slice(&(1u32 << 28).to_le_bytes());
+    assert_eq!(assert_keeps_contract(&targets::TOKENIZER, &[&file]), Outcome::Refused);
+}
