@@ -427,3 +427,14 @@ fn tokenizer_header_claiming_millions_of_tokens_allocates_nothing_for_them() {
     file[8..12].copy_from_slice(&(1u32 << 28).to_le_bytes());
     assert_eq!(assert_keeps_contract(&targets::TOKENIZER, &[&file]), Outcome::Refused);
 }
+
+#[test]
+fn hugging_face_config_claiming_thousands_of_layers_allocates_nothing_for_them() {
+    // n_layer in config.json once sized the list of expected tensors (12 per layer) before the weights were
+    // looked at: 58 MB for n_layer 65536, gigabytes for the 8.8 million layers a C=4 model may claim.
+    let [config, weights] = <[Vec<u8>; 2]>::try_from(hf_seeds().swap_remove(0)).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    config["n_layer"] = 65536.into();
+    let config = serde_json::to_vec(&config).unwrap();
+    assert_eq!(assert_keeps_contract(&targets::HF, &[&config, &weights]), Outcome::Refused);
+}
