@@ -157,8 +157,9 @@ pub fn read_checkpoint(dir: &Path) -> Result<TrainCheckpoint> {
     file.read_exact(bytemuck::cast_slice_mut(&mut v)).map_err(|e| Error::io("cannot read", &path, e))?;
 
     let path = dir.join("state.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("cannot read", &path, e))?;
-    let state: TrainState = serde_json::from_str(&text)
+    // Bytes, not a String: invalid UTF-8 is a damaged file, which serde_json reports with its line and column.
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+    let state: TrainState = serde_json::from_slice(&bytes)
         .map_err(|e| Error::format(&path, "training state", "the JSON llmrs writes", e.to_string()))?;
     Ok(TrainCheckpoint { dir: dir.to_path_buf(), config, params, m, v, state })
 }
@@ -263,8 +264,9 @@ pub fn run_record_path(out: &Path) -> PathBuf {
 /// Reads `out/run.json`.
 pub fn read_run_record(out: &Path) -> Result<RunRecord> {
     let path = run_record_path(out);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("cannot read run record", &path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(&path, "run record", "the JSON llmrs writes", e.to_string()))
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read run record", &path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::format(&path, "run record", "the JSON llmrs writes", e.to_string()))
 }
 
 /// Writes `out/run.json` atomically.

@@ -438,3 +438,22 @@ fn hugging_face_config_claiming_thousands_of_layers_allocates_nothing_for_them()
     let config = serde_json::to_vec(&config).unwrap();
     assert_eq!(assert_keeps_contract(&targets::HF, &[&config, &weights]), Outcome::Refused);
 }
+
+#[test]
+fn checkpoint_state_that_is_not_utf8_is_a_format_error_naming_the_field() {
+    // A state.json holding a byte that is not UTF-8 was reported as the OS's "stream did not contain valid UTF-8"
+    // (an I/O error, naming no field) instead of as a damaged training state.
+    let mut files = checkpoint_seeds().swap_remove(0);
+    files[2][0] = 0xff;
+    let parts: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    assert_eq!(assert_keeps_contract(&targets::CHECKPOINT, &parts), Outcome::Refused);
+}
+
+#[test]
+fn run_record_that_is_not_utf8_is_a_format_error_naming_the_field() {
+    // The same for run.json, read by `llmrs runs` and by a resume.
+    let mut files = run_seeds().swap_remove(0);
+    files[0].push(0xff);
+    let parts: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    assert_eq!(assert_keeps_contract(&targets::RUN, &parts), Outcome::Refused);
+}
