@@ -270,10 +270,13 @@ fn corpus_dir(target: &Target) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus").join(target.name)
 }
 
-/// A directory for the target's input files, kept under cargo's target directory so that an input that aborts
-/// the process can still be found.
+/// A directory for the target's input files: in memory (/dev/shm) where there is one, because the metrics target
+/// rewrites its file with fsync as a resume does, else under cargo's target directory. It is removed after a run
+/// that passes and kept after one that fails or aborts, with the input that did it.
 fn work_dir(target: &Target) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz_readers").join(target.name);
+    let shm = Path::new("/dev/shm");
+    let root = if shm.is_dir() { shm.to_path_buf() } else { PathBuf::from(env!("CARGO_TARGET_TMPDIR")) };
+    let dir = root.join(format!("llmrs-fuzz-readers-{}", std::process::id())).join(target.name);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
 }
@@ -326,6 +329,11 @@ fn fuzz(target: &Target) {
         }
     });
     let seconds = start.elapsed().as_secs_f64();
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+        // The run's directory goes with its last target.
+        let _ = std::fs::remove_dir(dir.parent().expect("a target's directory has a parent"));
+    }
     match result {
         Ok(()) => println!(
             "fuzz {}: {cases} cases (seed {rng_seed}) in {seconds:.1} s, {:.0} cases/s, {} accepted, {} refused; {} \
