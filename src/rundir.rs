@@ -211,24 +211,32 @@ pub fn prune_checkpoints(out: &Path, keep: usize) -> Result<()> {
 }
 
 /// Cuts `out/metrics.jsonl` back to the records of steps before `step` (a run resumed from a checkpoint redoes
-/// the steps after it), atomically. Lines that are not JSON objects with a `step` are kept.
+/// the steps after it), atomically. Lines that are not JSON objects with a `step` are kept, except a last line
+/// without its newline that is not JSON: the crash being resumed from cut it short, and once the resumed run
+/// appends after it, it would be a bad line in the middle of the file that the metrics reader refuses.
 pub fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io("cannot read", path, e)),
     };
-    let mut kept = String::with_capacity(text.len());
-    for line in text.lines() {
-        let record_step = serde_json::from_str::<serde_json::Value>(line)
-            .ok()
-            .and_then(|record| record.get("step").and_then(|s| s.as_u64()));
+    let mut kept = Vec::with_capacity(bytes.len());
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let (line, terminated) = match line.strip_suffix(b"\n") {
+            Some(line) => (line, true),
+            None => (line, false),
+        };
+        let record = serde_json::from_slice::<serde_json::Value>(line).ok();
+        if record.is_none() && !terminated {
+            continue;
+        }
+        let record_step = record.and_then(|record| record.get("step").and_then(|s| s.as_u64()));
         if record_step.is_none_or(|s| (s as usize) < step) {
-            kept.push_str(line);
-            kept.push('\n');
+            kept.extend_from_slice(line);
+            kept.push(b'\n');
         }
     }
-    write_atomically(path, |out| out.write_all(kept.as_bytes()))
+    write_atomically(path, |out| out.write_all(&kept))
 }
 
 /// One session of a run: its start, or a resume.

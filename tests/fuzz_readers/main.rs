@@ -465,3 +465,12 @@ fn run_record_that_is_not_utf8_is_a_format_error_naming_the_field() {
     let parts: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     assert_eq!(assert_keeps_contract(&targets::RUN, &parts), Outcome::Refused);
 }
+
+#[test]
+fn metrics_cut_short_by_a_crash_stay_readable_after_a_resume() {
+    // A metrics.jsonl whose last line a crash cut short (`{"step":2,"val_l`, no newline) reads fine, but a resume
+    // kept that line and terminated it, and the resumed run appended after it: the file then had a bad line in
+    // the middle, and `llmrs plot` and `llmrs runs` refused it for good.
+    let file = b"{\"step\":0,\"train_loss\":3.0}\n{\"step\":2,\"val_l".to_vec();
+    assert_eq!(assert_keeps_contract(&targets::METRICS, &[&file]), Outcome::Accepted);
+}

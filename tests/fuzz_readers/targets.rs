@@ -14,6 +14,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
@@ -21,7 +22,7 @@ use llmrs::checkpoint::{read_model, read_model_header};
 use llmrs::data::DataLoader;
 use llmrs::hf::{import, HfPaths};
 use llmrs::metrics::RunMetrics;
-use llmrs::rundir::{read_checkpoint, RunSummary};
+use llmrs::rundir::{read_checkpoint, truncate_metrics, RunSummary};
 use llmrs::tokenizer::Tokenizer;
 use llmrs::Error;
 
@@ -80,7 +81,7 @@ pub const HF: Target = Target {
     read: read_hf,
 };
 
-/// metrics.jsonl, one `Value` per line.
+/// metrics.jsonl, one `Value` per line, then cut as a resume cuts it (which writes the file again).
 pub const METRICS: Target =
     Target { name: "metrics", files: &["metrics.jsonl"], per_byte: JSON_VALUE_BYTES_PER_BYTE, read: read_metrics };
 
@@ -142,9 +143,19 @@ fn read_hf(dir: &Path) -> llmrs::Result<()> {
     Ok(())
 }
 
+/// Read as `llmrs plot` reads it, then as a resume from step 1 treats it: records from step 1 on are cut, then
+/// the resumed run appends its own. What was readable must stay readable.
 fn read_metrics(dir: &Path) -> llmrs::Result<()> {
-    let metrics = RunMetrics::read(&dir.join("metrics.jsonl"))?;
+    let path = dir.join("metrics.jsonl");
+    let metrics = RunMetrics::read(&path)?;
     let _ = (metrics.last_step(), metrics.last_eval(), metrics.is_empty());
+
+    truncate_metrics(&path, 1)?;
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).expect("the truncated file opens");
+    writeln!(file, r#"{{"step":1,"train_loss":2.5}}"#).expect("a line appends");
+    let resumed = RunMetrics::read(&path)
+        .unwrap_or_else(|e| panic!("readable metrics became unreadable after a resume from step 1: {e}"));
+    assert!(resumed.steps.iter().all(|s| s.step < 1 || s.train_loss == 2.5), "a step from 1 on survived the cut");
     Ok(())
 }
 
