@@ -270,20 +270,9 @@ fn corpus_dir(target: &Target) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus").join(target.name)
 }
 
-/// A directory for the target's input files: in memory (/dev/shm) where there is one, because the metrics target
-/// rewrites its file with fsync as a resume does, else under cargo's target directory. It is removed after a run
-/// that passes and kept after one that fails or aborts, with the input that did it.
-fn work_dir(target: &Target) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    let root = if shm.is_dir() { shm.to_path_buf() } else { PathBuf::from(env!("CARGO_TARGET_TMPDIR")) };
-    let dir = root.join(format!("llmrs-fuzz-readers-{}", std::process::id())).join(target.name);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    dir
-}
-
 /// Replays the corpus, checks that every seed is accepted, then runs the mutation cases.
 fn fuzz(target: &Target) {
-    let dir = work_dir(target);
+    let dir = targets::work_dir(target);
     let seeds = seeds(target);
 
     let corpus = corpus_dir(target);

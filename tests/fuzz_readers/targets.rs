@@ -16,7 +16,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use llmrs::checkpoint::{read_model, read_model_header};
 use llmrs::data::DataLoader;
@@ -191,6 +191,30 @@ pub fn join(parts: &[Vec<u8>]) -> Vec<u8> {
         input.extend_from_slice(part);
     }
     input
+}
+
+/// A directory for a target's input files: in memory (/dev/shm) where there is one, because the metrics target
+/// rewrites its file with fsync as a resume does, else in the system's temporary directory. Callers remove it
+/// after a run that passes; a run that fails or aborts leaves the input that did it there.
+pub fn work_dir(target: &Target) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let root = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let dir = root.join(format!("llmrs-fuzz-readers-{}", std::process::id())).join(target.name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// libFuzzer's entry point (`fuzz/fuzz_targets/`): checks one input in a directory kept for the process, and
+/// panics when the contract is broken, which libFuzzer reports as a crash and saves the input of.
+#[allow(dead_code)] // the stable harness calls `check` itself
+pub fn fuzz_one(target: &Target, input: &[u8]) {
+    thread_local! {
+        static DIR: std::cell::OnceCell<PathBuf> = const { std::cell::OnceCell::new() };
+    }
+    let dir = DIR.with(|dir| dir.get_or_init(|| work_dir(target)).clone());
+    if let Err(why) = check(target, &dir, &split(input, target.files.len())) {
+        panic!("{}: {why}", target.name);
+    }
 }
 
 /// How a reader answered an input that kept the contract.
