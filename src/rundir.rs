@@ -338,7 +338,7 @@ impl RunSummary {
             .map(|e| (e.val_loss as f32, e.step));
         Ok(RunSummary {
             dir: dir.to_path_buf(),
-            steps: steps.iter().map(|s| s.step + 1).max().unwrap_or(0),
+            steps: steps.iter().map(|s| s.step.saturating_add(1)).max().unwrap_or(0),
             last_train_loss: steps.last().map(|s| s.train_loss as f32),
             best_val,
             train_seconds,

@@ -463,3 +463,20 @@ fn metrics_cut_short_by_a_crash_stay_readable_after_a_resume() {
     let file = b"{\"step\":0,\"train_loss\":3.0}\n{\"step\":2,\"val_l".to_vec();
     assert_eq!(assert_keeps_contract(&targets::METRICS, &[&file]), Outcome::Accepted);
 }
+
+#[test]
+fn run_summary_of_a_step_at_u64_max_saturates_instead_of_overflowing() {
+    // A metrics line with "step": 18446744073709551615 (u64::MAX) made the `runs` summary count steps as
+    // step + 1: an overflow panic with overflow checks (the fuzz build), a wrap to "0 steps" without.
+    let mut files = run_seeds().swap_remove(0);
+    files[1] = b"{\"step\":18446744073709551615,\"train_loss\":1.0}\n".to_vec();
+    let parts: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    assert_eq!(assert_keeps_contract(&targets::RUN, &parts), Outcome::Accepted);
+
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in targets::RUN.files.iter().zip(&files) {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let summary = llmrs::rundir::RunSummary::load(dir.path()).unwrap();
+    assert_eq!(summary.steps, usize::MAX, "steps recorded by a run whose last step is u64::MAX");
+}
