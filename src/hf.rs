@@ -301,6 +301,9 @@ fn slots(config: &GPT2Config) -> Vec<Slot> {
     slots
 }
 
+/// Tensors of one transformer block in a Hugging Face GPT-2 (the slots of one layer in `slots`).
+const TENSORS_PER_LAYER: usize = 12;
+
 /// The classifier weights; present in some files, always equal to wte in GPT-2.
 const LM_HEAD: &str = "lm_head.weight";
 
@@ -319,6 +322,23 @@ pub fn read_weights(path: &Path, config: &GPT2Config) -> Result<Vec<f32>> {
         )
     })?;
     let tensors = Tensors::new(path, &file)?;
+
+    // The list of slots has 12 per layer, and n_layer comes from config.json alone: a file too small for that
+    // many layers is refused before the list is made (a few bytes of config must not cost gigabytes). Among the
+    // slots of one layer more than the file can hold, some tensor is missing; `get` names the first.
+    let layers_in_file = tensors.by_name.len() / TENSORS_PER_LAYER;
+    if config.num_layers > layers_in_file {
+        let checkable = GPT2Config { num_layers: layers_in_file + 1, ..*config };
+        let first_error = slots(&checkable).iter().find_map(|slot| tensors.get(slot).err());
+        return Err(first_error.unwrap_or_else(|| {
+            Error::format(
+                path,
+                "number of tensors",
+                format!("{TENSORS_PER_LAYER} per layer for n_layer = {} (config.json)", config.num_layers),
+                tensors.by_name.len(),
+            )
+        }));
+    }
 
     let slots = slots(config);
     let expected: HashMap<&str, &Slot> = slots.iter().map(|s| (s.name.as_str(), s)).collect();

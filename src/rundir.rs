@@ -162,8 +162,9 @@ pub fn read_checkpoint(dir: &Path) -> Result<TrainCheckpoint> {
     file.read_exact(bytemuck::cast_slice_mut(&mut v)).map_err(|e| Error::io("cannot read", &path, e))?;
 
     let path = dir.join("state.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("cannot read", &path, e))?;
-    let state: TrainState = serde_json::from_str(&text)
+    // Bytes, not a String: invalid UTF-8 is a damaged file, which serde_json reports with its line and column.
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+    let state: TrainState = serde_json::from_slice(&bytes)
         .map_err(|e| Error::format(&path, "training state", "the JSON llmrs writes", e.to_string()))?;
     Ok(TrainCheckpoint { dir: dir.to_path_buf(), config, params, m, v, state })
 }
@@ -229,29 +230,32 @@ fn remove_checkpoint(dir: &Path) -> Result<()> {
 }
 
 /// Cuts `out/metrics.jsonl` back to the records of steps before `step` (a run resumed from a checkpoint redoes
-/// the steps after it), atomically. Lines that are not JSON objects with a `step` are kept, except an unfinished
-/// last line (a crash mid-write), which is dropped.
+/// the steps after it), atomically. Lines that are not JSON objects with a `step` are kept, except a last line
+/// without its newline that is not JSON: the crash being resumed from cut it short, and once the resumed run
+/// appends after it, it would be a bad line in the middle of the file that the metrics reader refuses.
 pub fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io("cannot read", path, e)),
     };
-    let finished = match text.rfind('\n') {
-        Some(end) => &text[..=end],
-        None => "",
-    };
-    let mut kept = String::with_capacity(text.len());
-    for line in finished.lines() {
-        let record_step = serde_json::from_str::<serde_json::Value>(line)
-            .ok()
-            .and_then(|record| record.get("step").and_then(|s| s.as_u64()));
+    let mut kept = Vec::with_capacity(bytes.len());
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let (line, terminated) = match line.strip_suffix(b"\n") {
+            Some(line) => (line, true),
+            None => (line, false),
+        };
+        let record = serde_json::from_slice::<serde_json::Value>(line).ok();
+        if record.is_none() && !terminated {
+            continue;
+        }
+        let record_step = record.and_then(|record| record.get("step").and_then(|s| s.as_u64()));
         if record_step.is_none_or(|s| (s as usize) < step) {
-            kept.push_str(line);
-            kept.push('\n');
+            kept.extend_from_slice(line);
+            kept.push(b'\n');
         }
     }
-    write_atomically(path, |out| out.write_all(kept.as_bytes()))
+    write_atomically(path, |out| out.write_all(&kept))
 }
 
 /// One session of a run: its start, or a resume.
@@ -287,8 +291,9 @@ pub fn run_record_path(out: &Path) -> PathBuf {
 /// Reads `out/run.json`.
 pub fn read_run_record(out: &Path) -> Result<RunRecord> {
     let path = run_record_path(out);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("cannot read run record", &path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(&path, "run record", "the JSON llmrs writes", e.to_string()))
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read run record", &path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::format(&path, "run record", "the JSON llmrs writes", e.to_string()))
 }
 
 /// Writes `out/run.json` atomically.
@@ -352,7 +357,7 @@ impl RunSummary {
             .map(|e| (e.val_loss as f32, e.step));
         Ok(RunSummary {
             dir: dir.to_path_buf(),
-            steps: steps.iter().map(|s| s.step + 1).max().unwrap_or(0),
+            steps: steps.iter().map(|s| s.step.saturating_add(1)).max().unwrap_or(0),
             last_train_loss: steps.last().map(|s| s.train_loss as f32),
             best_val,
             train_seconds,

@@ -141,7 +141,9 @@ impl Tokenizer {
         }
 
         let mut bytes = Vec::with_capacity(table.len());
-        let mut ends = Vec::with_capacity(vocab_size);
+        // header[2] may claim billions of tokens; an entry takes at least 2 bytes (its length and one byte), so the
+        // table holds at most table.len() / 2 of them, and more are refused below when the table runs out.
+        let mut ends = Vec::with_capacity(vocab_size.min(table.len() / 2));
         let mut rest = table;
         for id in 0..vocab_size {
             let truncated = || {

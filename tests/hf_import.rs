@@ -225,6 +225,16 @@ fn missing_tensor_is_named() {
 }
 
 #[test]
+fn config_with_more_layers_than_the_weights_names_the_first_missing_tensor() {
+    // n_layer 40000 beside the fixture's 2 layers (2 billion parameters, within llm.c's limit): refused by the
+    // first tensor of layer 2, found without listing the 480000 tensors such a model would have.
+    let (_dir, paths) = model_dir(&fixture_tensors(), |config| {
+        config.insert("n_layer".into(), 40_000.into());
+    });
+    assert_mentions(&import_error(&paths), &[&paths.weights.display().to_string(), "transformer.h.2.", "missing"]);
+}
+
+#[test]
 fn tensor_of_wrong_shape_says_expected_and_found() {
     let mut tensors = fixture_tensors();
     // c_attn stored (out, in) = (3C, C) instead of Conv1D's (in, out) = (C, 3C).
