@@ -320,9 +320,7 @@ fn fuzz(target: &Target) {
     });
     let seconds = start.elapsed().as_secs_f64();
     if result.is_ok() {
-        let _ = std::fs::remove_dir_all(&dir);
-        // The run's directory goes with its last target.
-        let _ = std::fs::remove_dir(dir.parent().expect("a target's directory has a parent"));
+        targets::remove_work_dir(&dir);
     }
     match result {
         Ok(()) => println!(

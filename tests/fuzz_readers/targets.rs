@@ -204,16 +204,23 @@ pub fn work_dir(target: &Target) -> PathBuf {
     dir
 }
 
-/// libFuzzer's entry point (`fuzz/fuzz_targets/`): checks one input in a directory kept for the process, and
-/// panics when the contract is broken, which libFuzzer reports as a crash and saves the input of.
+/// libFuzzer's entry point (`fuzz/fuzz_targets/`): checks one input and panics when the contract is broken, which
+/// libFuzzer reports as a crash, saving the input. The directory is made and removed around each input, so a
+/// run leaves nothing behind unless it crashes.
 #[allow(dead_code)] // the stable harness calls `check` itself
 pub fn fuzz_one(target: &Target, input: &[u8]) {
-    thread_local! {
-        static DIR: std::cell::OnceCell<PathBuf> = const { std::cell::OnceCell::new() };
-    }
-    let dir = DIR.with(|dir| dir.get_or_init(|| work_dir(target)).clone());
+    let dir = work_dir(target);
     if let Err(why) = check(target, &dir, &split(input, target.files.len())) {
         panic!("{}: {why}", target.name);
+    }
+    remove_work_dir(&dir);
+}
+
+/// Removes a directory made by `work_dir`, and its parent once no other target's is left in it.
+pub fn remove_work_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
     }
 }
 
@@ -239,6 +246,10 @@ pub fn check(target: &Target, dir: &Path, parts: &[&[u8]]) -> Result<Outcome, St
     let bound = target.bound(input_len);
 
     RUNNING.set(target.name);
+    INPUT_DIR.with_borrow_mut(|input_dir| {
+        input_dir.as_mut_os_string().clear();
+        input_dir.push(dir);
+    });
     LIMIT.set(bound);
     PEAK.set(0);
     ARMED.set(true);
@@ -292,6 +303,7 @@ thread_local! {
     /// The bound of the running case and its target, to report a request past it before it can abort the process.
     static LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
     static RUNNING: Cell<&'static str> = const { Cell::new("") };
+    static INPUT_DIR: std::cell::RefCell<PathBuf> = std::cell::RefCell::new(PathBuf::new());
 }
 
 /// Requests this large may fail outright, which aborts the process before `check` can report them.
@@ -312,7 +324,14 @@ fn record(size: usize) {
         // Disarmed first: printing may allocate.
         let _ = ARMED.try_with(|armed| armed.set(false));
         let target = RUNNING.try_with(Cell::get).unwrap_or("");
-        eprintln!("fuzz: the {target} reader asks for {size} bytes at once (bound {limit}); its input files are kept");
+        let _ = INPUT_DIR.try_with(|dir| {
+            let dir = dir.try_borrow().map_or(String::new(), |dir| dir.display().to_string());
+            // Straight to stderr: the test harness's capture of eprintln! is lost when the process aborts.
+            let _ = writeln!(
+                std::io::stderr(),
+                "fuzz: the {target} reader asks for {size} bytes at once (bound {limit}); input files in {dir}"
+            );
+        });
     }
 }
 
