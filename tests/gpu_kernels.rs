@@ -10,6 +10,8 @@
 //!
 //! Backward kernels accumulate, like the CPU: gradient buffers start from the same random values on both sides.
 
+mod common;
+use common::driver;
 use llmrs::cpu;
 use llmrs::cpu::adamw::AdamWStep;
 use llmrs::gpu;
@@ -30,21 +32,6 @@ struct Tol {
 
 /// (B, T, C, NH) shapes: odd sizes, a single position, more heads than warps in a block.
 const SHAPES: &[(usize, usize, usize, usize)] = &[(3, 13, 48, 3), (1, 1, 64, 1), (2, 33, 40, 5)];
-
-#[cfg(feature = "emu")]
-fn driver() -> Rc<dyn Driver> {
-    Rc::new(llmrs::gpu::emu::EmuDriver::new())
-}
-
-#[cfg(all(feature = "cuda", not(feature = "emu")))]
-fn driver() -> Rc<dyn Driver> {
-    Rc::new(llmrs::gpu::cuda::CudaDriver::new(0).expect("these tests need GPU 0 (run with --ignored only on a GPU)"))
-}
-
-#[cfg(not(any(feature = "emu", feature = "cuda")))]
-fn driver() -> Rc<dyn Driver> {
-    unreachable!("GPU kernel tests are ignored in builds without a GPU backend")
-}
 
 fn randn(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
     let mut v = vec![0.0; n];

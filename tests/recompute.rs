@@ -1,12 +1,12 @@
 //! `--recompute`: the backward pass rebuilds GELU's and the LayerNorms' outputs instead of keeping them for every
 //! layer. Results must not change by a single bit on the CPU, and must stay within tolerance on the GPU backend.
 
-use llmrs::gpu::driver::Driver;
+mod common;
+use common::driver;
 use llmrs::layout::Recompute;
 use llmrs::model::{AdamWConfig, MemoryPlan, GPT2};
 use llmrs::rng::Rng;
 use llmrs::GPT2Config;
-use std::rc::Rc;
 
 fn config() -> GPT2Config {
     GPT2Config {
@@ -54,21 +54,6 @@ fn recomputing_changes_no_bit_on_the_cpu_and_saves_memory() {
     let (l, bt, c) = (12, 16 * 1024, 768);
     assert_eq!(full - slim, 4 * (l - 1) * bt * (4 * c + 2 * c), "GELU and LayerNorm outputs of L - 1 layers, fp32");
     eprintln!("d12 B=16 T=1024 fp32 plan: {} MiB, with --recompute 2: {} MiB", full >> 20, slim >> 20);
-}
-
-#[cfg(feature = "emu")]
-fn driver() -> Rc<dyn Driver> {
-    Rc::new(llmrs::gpu::emu::EmuDriver::new())
-}
-
-#[cfg(all(feature = "cuda", not(feature = "emu")))]
-fn driver() -> Rc<dyn Driver> {
-    Rc::new(llmrs::gpu::cuda::CudaDriver::new(0).expect("this test needs GPU 0 (run with --ignored only on a GPU)"))
-}
-
-#[cfg(not(any(feature = "emu", feature = "cuda")))]
-fn driver() -> Rc<dyn Driver> {
-    unreachable!("ignored in builds without a GPU backend")
 }
 
 #[test]
