@@ -12,6 +12,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// The precisions every kernel file is compiled for: (name, the macro that selects it). kernels/common.cuh makes
+/// `floatX` float, or bf16 under LLMRS_BF16.
+#[allow(dead_code)]
+const PRECISIONS: &[(&str, Option<&str>)] = &[("f32", None), ("bf16", Some("LLMRS_BF16"))];
+
 /// One kernel file and the `extern "C" __global__` entry points it defines.
 #[allow(dead_code)]
 struct KernelFile {
@@ -103,46 +108,55 @@ mod emu {
         let mut dispatch = String::from("#include <cstddef>\n");
         let mut calls = String::new();
         for file in files {
-            // One translation unit per kernel file, as nvcc compiles them, so file-local helpers cannot clash.
-            let unit = out_dir.join(format!("emu_{}.cpp", file.stem));
-            let mut source = format!(
-                "#include \"cuda_emu.h\"\n#include \"{}\"\n#include <cstring>\n",
-                root.join(&file.path).display()
-            );
-            let _ = writeln!(
-                source,
-                "extern \"C\" int llmrs_emu_launch_{}(const char* name, dim3 grid, dim3 block, size_t smem, \
-                 void** args, char* err, size_t err_len) {{",
-                file.stem
-            );
-            for kernel in &file.kernels {
+            let text = std::fs::read_to_string(&file.path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.path.display()));
+            for &(precision, define) in super::PRECISIONS {
+                // One translation unit per kernel file and precision, as nvcc compiles them, so file-local helpers
+                // cannot clash. The two precisions define the same kernel names, so the unit holds the source with
+                // its entry points made file-local (`static`) and a per-unit launcher finds them; `#line` keeps the
+                // emulator's reports pointing at the real file and line.
+                let unit_name = format!("{}_{precision}", file.stem);
+                let unit = out_dir.join(format!("emu_{unit_name}.cpp"));
+                let mut source = String::from("#include \"cuda_emu.h\"\n#include <cstring>\n");
+                if let Some(define) = define {
+                    let _ = writeln!(source, "#define {define} 1");
+                }
+                let _ = writeln!(source, "#line 1 \"{}\"", root.join(&file.path).display());
+                source.push_str(&text.replace("extern \"C\" __global__", "static __global__"));
                 let _ = writeln!(
                     source,
-                    "    if (std::strcmp(name, \"{kernel}\") == 0) return ::emu::launch_packed(name, {kernel}, \
-                     grid, block, smem, args, err, err_len);"
+                    "\nextern \"C\" int llmrs_emu_launch_{unit_name}(const char* name, dim3 grid, dim3 block, \
+                     size_t smem, void** args, char* err, size_t err_len) {{"
+                );
+                for kernel in &file.kernels {
+                    let _ = writeln!(
+                        source,
+                        "    if (std::strcmp(name, \"{kernel}\") == 0) return ::emu::launch_packed(name, {kernel}, \
+                         grid, block, smem, args, err, err_len);"
+                    );
+                }
+                source.push_str("    return -1;\n}\n");
+                std::fs::write(&unit, source).expect("write emulator unit");
+                build.file(&unit);
+                let _ = writeln!(
+                    dispatch,
+                    "struct dim3;\nextern \"C\" int llmrs_emu_launch_{unit_name}(const char*, dim3, dim3, size_t, \
+                     void**, char*, size_t);"
+                );
+                let _ = writeln!(
+                    calls,
+                    "    if (std::strcmp(precision, \"{precision}\") == 0 && (rc = llmrs_emu_launch_{unit_name}(name, \
+                     grid, block, smem, args, err, err_len)) != -1) return rc;"
                 );
             }
-            source.push_str("    return -1;\n}\n");
-            std::fs::write(&unit, source).expect("write emulator unit");
-            build.file(&unit);
-            let _ = writeln!(
-                dispatch,
-                "struct dim3;\nextern \"C\" int llmrs_emu_launch_{}(const char*, dim3, dim3, size_t, void**, char*, \
-                 size_t);",
-                file.stem
-            );
-            let _ = writeln!(
-                calls,
-                "    if ((rc = llmrs_emu_launch_{}(name, grid, block, smem, args, err, err_len)) != -1) return rc;",
-                file.stem
-            );
         }
         // The dispatcher sees dim3 only by reference through the emulator header.
         let dispatch = format!(
-            "#include \"cuda_emu.h\"\n#include <cstdio>\n{}\nextern \"C\" int llmrs_emu_launch(const char* name, \
-             unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, size_t smem, void** \
-             args, char* err, size_t err_len) {{\n    dim3 grid(gx, gy, gz), block(bx, by, bz);\n    int rc;\n{}    \
-             std::snprintf(err, err_len, \"no kernel named %s in kernels/\", name);\n    return 1;\n}}\n",
+            "#include \"cuda_emu.h\"\n#include <cstdio>\n#include <cstring>\n{}\nextern \"C\" int \
+             llmrs_emu_launch(const char* name, const char* precision, unsigned gx, unsigned gy, unsigned gz, \
+             unsigned bx, unsigned by, unsigned bz, size_t smem, void** args, char* err, size_t err_len) {{\n    \
+             dim3 grid(gx, gy, gz), block(bx, by, bz);\n    int rc;\n{}    std::snprintf(err, err_len, \"no kernel \
+             named %s (%s) in kernels/\", name, precision);\n    return 1;\n}}\n",
             dispatch.replace("struct dim3;\n", ""),
             calls
         );
@@ -219,31 +233,45 @@ mod cuda {
         let newest = *archs.iter().max().expect("at least one arch");
         let mut report = String::new();
         let mut table = String::from(
-            "/// (kernel file, fat binary) for every kernels/*.cu.\npub const FATBINS: &[(&str, &[u8])] = &[\n",
+            "/// (kernel file, precision, fat binary) for every kernels/*.cu in each precision.\n\
+             pub const FATBINS: &[(&str, &str, &[u8])] = &[\n",
         );
         let mut names =
             String::from("/// (kernel, kernel file) for every entry point.\npub const KERNELS: &[(&str, &str)] = &[\n");
         for file in files {
-            let out = out_dir.join(format!("{}.fatbin", file.stem));
-            let mut cmd = Command::new(&nvcc);
-            cmd.arg("-fatbin").arg("-O3").arg("-std=c++17").arg("-Xptxas").arg("-v").arg("-Ikernels");
-            for arch in &archs {
-                cmd.arg(format!("-gencode=arch=compute_{arch},code=sm_{arch}"));
-            }
-            cmd.arg(format!("-gencode=arch=compute_{newest},code=compute_{newest}"));
-            cmd.arg(&file.path).arg("-o").arg(&out);
-            let output = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", nvcc.display()));
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            if !output.status.success() {
-                panic!("nvcc failed on {}:\n{stderr}", file.path.display());
-            }
-            let _ = writeln!(report, "== {}\n{stderr}", file.path.display());
-            for line in stderr.lines().filter(|l| l.contains("spill")) {
-                if !line.contains("0 bytes spill stores, 0 bytes spill loads") {
-                    panic!("register spill in {}: {line}\n(full ptxas report:\n{stderr})", file.path.display());
+            for &(precision, define) in super::PRECISIONS {
+                let out = out_dir.join(format!("{}.{precision}.fatbin", file.stem));
+                let mut cmd = Command::new(&nvcc);
+                cmd.arg("-fatbin").arg("-O3").arg("-std=c++17").arg("-Xptxas").arg("-v").arg("-Ikernels");
+                if let Some(define) = define {
+                    cmd.arg(format!("-D{define}"));
                 }
+                for arch in &archs {
+                    cmd.arg(format!("-gencode=arch=compute_{arch},code=sm_{arch}"));
+                }
+                cmd.arg(format!("-gencode=arch=compute_{newest},code=compute_{newest}"));
+                cmd.arg(&file.path).arg("-o").arg(&out);
+                let output = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", nvcc.display()));
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                if !output.status.success() {
+                    panic!("nvcc failed on {} ({precision}):\n{stderr}", file.path.display());
+                }
+                let _ = writeln!(report, "== {} ({precision})\n{stderr}", file.path.display());
+                for line in stderr.lines().filter(|l| l.contains("spill")) {
+                    if !line.contains("0 bytes spill stores, 0 bytes spill loads") {
+                        panic!(
+                            "register spill in {} ({precision}): {line}\n(full ptxas report:\n{stderr})",
+                            file.path.display()
+                        );
+                    }
+                }
+                let _ = writeln!(
+                    table,
+                    "    ({:?}, {precision:?}, include_bytes!({:?})),",
+                    file.stem,
+                    out.display().to_string()
+                );
             }
-            let _ = writeln!(table, "    ({:?}, include_bytes!({:?})),", file.stem, out.display().to_string());
             for kernel in &file.kernels {
                 let _ = writeln!(names, "    ({kernel:?}, {:?}),", file.stem);
             }
@@ -254,7 +282,7 @@ mod cuda {
         std::fs::write(out_dir.join("cuda_kernels.rs"), table + &names).expect("write kernel table");
         let arch_list: Vec<String> = archs.iter().map(|a| format!("sm_{a}")).collect();
         println!(
-            "cargo:warning=built {} kernel files for {} (+PTX compute_{newest}) with {}; no register spills; \
+            "cargo:warning=built {} kernel files (f32 and bf16) for {} (+PTX compute_{newest}) with {}; no register spills; \
              ptxas report: {}",
             files.len(),
             arch_list.join(", "),

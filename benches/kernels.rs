@@ -31,11 +31,13 @@ enum Work {
     Flops(u64),
 }
 
-/// One measured layer: the device, the layer, its work per call, and the seconds per call criterion saw.
+/// One measured layer: the device, the layer, its work per call, whether it runs in bf16 (its FLOP/s are then
+/// compared with the tensor-core peak), and the seconds per call criterion saw.
 struct Row {
     device: String,
-    name: &'static str,
+    name: String,
     work: Work,
+    bf16: bool,
     seconds: f64,
 }
 
@@ -61,10 +63,12 @@ fn measure(
     c: &mut Criterion,
     rows: &RefCell<Vec<Row>>,
     device: &str,
-    name: &'static str,
+    name: impl Into<String>,
     work: Work,
     mut f: impl FnMut(),
 ) {
+    let name: String = name.into();
+    let bf16 = name.ends_with("(bf16)");
     let mut group = c.benchmark_group(device.split_whitespace().next().unwrap_or(device).to_string());
     group.sampling_mode(SamplingMode::Flat).sample_size(10).warm_up_time(Duration::from_millis(500));
     group.throughput(match work {
@@ -72,7 +76,7 @@ fn measure(
         Work::Flops(f) => Throughput::Elements(f),
     });
     let mut total = (0u64, Duration::ZERO);
-    group.bench_function(BenchmarkId::from_parameter(name), |bencher| {
+    group.bench_function(BenchmarkId::from_parameter(&name), |bencher| {
         bencher.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
@@ -86,7 +90,7 @@ fn measure(
     group.finish();
     if total.0 > 0 {
         let seconds = total.1.as_secs_f64() / total.0 as f64;
-        rows.borrow_mut().push(Row { device: device.to_string(), name, work, seconds });
+        rows.borrow_mut().push(Row { device: device.to_string(), name, work, bf16, seconds });
     }
 }
 
@@ -198,122 +202,155 @@ fn cpu_benches(c: &mut Criterion, rows: &RefCell<Vec<Row>>) {
     });
 }
 
+/// Every kernel on GPU 0, in fp32 and then in bf16 (the bf16 rows are named "... (bf16)").
 #[cfg(feature = "cuda")]
 fn gpu_benches(c: &mut Criterion, rows: &RefCell<Vec<Row>>) {
-    use llmrs::gpu;
-    use llmrs::gpu::driver::{DeviceBuffer, DeviceTokens, Driver};
-    use std::rc::Rc;
-    let driver: Rc<dyn Driver> = match gpu::cuda::CudaDriver::new(0) {
-        Ok(d) => Rc::new(d),
+    use llmrs::gpu::driver::{DType, Driver};
+    let driver: std::rc::Rc<dyn Driver> = match llmrs::gpu::cuda::CudaDriver::new(0) {
+        Ok(d) => std::rc::Rc::new(d),
         Err(e) => {
             eprintln!("GPU benches skipped: {e}");
             return;
         }
     };
+    for dtype in [DType::F32, DType::Bf16] {
+        gpu_benches_in(c, rows, &driver, dtype);
+    }
+}
+
+/// The GPU rows with `floatX` = `dtype` (statistics, master weights and moments stay f32).
+#[cfg(feature = "cuda")]
+fn gpu_benches_in(
+    c: &mut Criterion,
+    rows: &RefCell<Vec<Row>>,
+    driver: &std::rc::Rc<dyn llmrs::gpu::driver::Driver>,
+    dtype: llmrs::gpu::driver::DType,
+) {
+    use llmrs::gpu;
+    use llmrs::gpu::driver::{DType, DeviceBuffer, DeviceTokens};
     let (b, t) = batch();
     let (bt, btc) = (b * t, b * t * C);
     let device = driver.name();
     let d = device.as_str();
-    let dr = &*driver;
+    let dr = &**driver;
     let mut rng = Rng::new(1);
-    let f4 = 4u64;
-    let up = |v: Vec<f32>| DeviceBuffer::from_host(&driver, &v).expect("device memory");
+    // Bytes of a floatX element and of an f32 one, for the GB/s of each kernel.
+    let (x, f4) = (dtype.size() as u64, 4u64);
+    let name = |layer: &str| match dtype {
+        DType::F32 => layer.to_string(),
+        DType::Bf16 => format!("{layer} (bf16)"),
+    };
+    let up = |v: Vec<f32>| DeviceBuffer::from_host_as(driver, &v, dtype).expect("device memory");
+    let up32 = |v: Vec<f32>| DeviceBuffer::from_host(driver, &v).expect("device memory");
     let tokens: Vec<u32> = (0..bt).map(|_| rng.below(V) as u32).collect();
-    let inp = DeviceTokens::new(&driver, bt).expect("device memory");
+    let inp = DeviceTokens::new(driver, bt).expect("device memory");
     inp.write(&tokens).expect("copy");
     let (wte, wpe) = (up(randn(&mut rng, VP * C)), up(randn(&mut rng, t * C)));
-    let (x, y) = (up(randn(&mut rng, btc)), up(randn(&mut rng, btc)));
+    let (xs, y) = (up(randn(&mut rng, btc)), up(randn(&mut rng, btc)));
     let (w, bias) = (up(randn(&mut rng, C)), up(randn(&mut rng, C)));
     let out = up(vec![0.0; btc]);
-    let (mean, rstd) = (up(vec![0.0; bt]), up(vec![0.0; bt]));
+    let (mean, rstd) = (up32(vec![0.0; bt]), up32(vec![0.0; bt]));
     // Every timed call ends with a synchronize, so the time is the kernel's, not its launch's.
     let sync = || dr.synchronize().expect("kernel runs");
 
-    measure(c, rows, d, "encoder_forward", Work::Bytes(3 * btc as u64 * f4), || {
+    measure(c, rows, d, name("encoder_forward"), Work::Bytes(3 * btc as u64 * x), || {
         gpu::encoder::encoder_forward(dr, out.slice(), &inp, wte.slice(), wpe.slice(), b, t, C).unwrap();
         sync()
     });
-    measure(c, rows, d, "layernorm_forward", Work::Bytes((2 * btc + 2 * bt) as u64 * f4), || {
+    measure(c, rows, d, name("layernorm_forward"), Work::Bytes(2 * btc as u64 * x + 2 * bt as u64 * f4), || {
         let (o, m, r) = (out.slice(), mean.slice(), rstd.slice());
-        gpu::layernorm::layernorm_forward(dr, o, m, r, x.slice(), w.slice(), bias.slice(), b, t, C).unwrap();
+        gpu::layernorm::layernorm_forward(dr, o, m, r, xs.slice(), w.slice(), bias.slice(), b, t, C).unwrap();
         sync()
     });
     let (dw, db, dx) = (up(vec![0.0; C]), up(vec![0.0; C]), up(vec![0.0; btc]));
-    measure(c, rows, d, "layernorm_backward", Work::Bytes((4 * btc + 2 * bt) as u64 * f4), || {
+    measure(c, rows, d, name("layernorm_backward"), Work::Bytes(4 * btc as u64 * x + 2 * bt as u64 * f4), || {
         let (m, r) = (mean.slice(), rstd.slice());
-        gpu::layernorm::layernorm_backward(
-            dr,
-            dx.slice(),
-            dw.slice(),
-            db.slice(),
-            y.slice(),
-            x.slice(),
-            w.slice(),
-            m,
-            r,
-            b,
-            t,
-            C,
-        )
-        .unwrap();
+        let (dx, dw, db, dout) = (dx.slice(), dw.slice(), db.slice(), y.slice());
+        gpu::layernorm::layernorm_backward(dr, dx, dw, db, dout, xs.slice(), w.slice(), m, r, b, t, C).unwrap();
         sync()
     });
-    measure(c, rows, d, "residual_forward", Work::Bytes(3 * btc as u64 * f4), || {
-        gpu::residual::residual_forward(dr, out.slice(), x.slice(), y.slice(), btc).unwrap();
+    measure(c, rows, d, name("residual_forward"), Work::Bytes(3 * btc as u64 * x), || {
+        gpu::residual::residual_forward(dr, out.slice(), xs.slice(), y.slice(), btc).unwrap();
         sync()
     });
     let (h, h_out, dh) = (up(randn(&mut rng, 4 * btc)), up(vec![0.0; 4 * btc]), up(vec![0.0; 4 * btc]));
-    measure(c, rows, d, "gelu_forward", Work::Bytes(2 * 4 * btc as u64 * f4), || {
+    measure(c, rows, d, name("gelu_forward"), Work::Bytes(2 * 4 * btc as u64 * x), || {
         gpu::gelu::gelu_forward(dr, h_out.slice(), h.slice(), 4 * btc).unwrap();
         sync()
     });
-    measure(c, rows, d, "gelu_backward", Work::Bytes(4 * 4 * btc as u64 * f4), || {
+    measure(c, rows, d, name("gelu_backward"), Work::Bytes(4 * 4 * btc as u64 * x), || {
         gpu::gelu::gelu_backward(dr, dh.slice(), h.slice(), h_out.slice(), 4 * btc).unwrap();
         sync()
     });
     let (fcw, fcb) = (up(randn(&mut rng, 4 * C * C)), up(randn(&mut rng, 4 * C)));
     let flops = 2 * (bt * C * 4 * C) as u64;
-    measure(c, rows, d, "matmul_forward (fc)", Work::Flops(flops), || {
-        gpu::matmul::matmul_forward(dr, h_out.slice(), x.slice(), fcw.slice(), Some(fcb.slice()), b, t, C, 4 * C)
+    measure(c, rows, d, name("matmul_forward (fc)"), Work::Flops(flops), || {
+        gpu::matmul::matmul_forward(dr, h_out.slice(), xs.slice(), fcw.slice(), Some(fcb.slice()), b, t, C, 4 * C)
             .unwrap();
         sync()
     });
     let (dfcw, dfcb) = (up(vec![0.0; 4 * C * C]), up(vec![0.0; 4 * C]));
-    measure(c, rows, d, "matmul_backward (fc)", Work::Flops(2 * flops), || {
+    measure(c, rows, d, name("matmul_backward (fc)"), Work::Flops(2 * flops), || {
         let (dfcw, dfcb) = (dfcw.slice(), Some(dfcb.slice()));
-        gpu::matmul::matmul_backward(dr, dx.slice(), dfcw, dfcb, h_out.slice(), x.slice(), fcw.slice(), b, t, C, 4 * C)
-            .unwrap();
+        gpu::matmul::matmul_backward(
+            dr,
+            dx.slice(),
+            dfcw,
+            dfcb,
+            h_out.slice(),
+            xs.slice(),
+            fcw.slice(),
+            b,
+            t,
+            C,
+            4 * C,
+        )
+        .unwrap();
         sync()
     });
-    let (qkv, lse, dqkv) = (up(randn(&mut rng, 3 * btc)), up(vec![0.0; bt * NH]), up(vec![0.0; 3 * btc]));
+    let (qkv, lse, dqkv) = (up(randn(&mut rng, 3 * btc)), up32(vec![0.0; bt * NH]), up(vec![0.0; 3 * btc]));
     let pairs = (b * NH * t * (t + 1) / 2) as u64;
     let attention_flops = 2 * 2 * pairs * (C / NH) as u64;
-    measure(c, rows, d, "attention_forward", Work::Flops(attention_flops), || {
+    measure(c, rows, d, name("flash_attention_forward"), Work::Flops(attention_flops), || {
+        gpu::flash_attention::flash_attention_forward(dr, out.slice(), lse.slice(), qkv.slice(), b, t, C, NH).unwrap();
+        sync()
+    });
+    measure(c, rows, d, name("flash_attention_backward"), Work::Flops(2 * 2 * attention_flops), || {
+        let (dq, dout, q, o, l) = (dqkv.slice(), y.slice(), qkv.slice(), out.slice(), lse.slice());
+        gpu::flash_attention::flash_attention_backward(dr, dq, dout, q, o, l, b, t, C, NH).unwrap();
+        sync()
+    });
+    measure(c, rows, d, name("attention_forward (clear)"), Work::Flops(attention_flops), || {
         gpu::attention::attention_forward(dr, out.slice(), lse.slice(), qkv.slice(), b, t, C, NH).unwrap();
         sync()
     });
-    measure(c, rows, d, "attention_backward", Work::Flops(2 * 2 * attention_flops), || {
+    measure(c, rows, d, name("attention_backward (clear)"), Work::Flops(2 * 2 * attention_flops), || {
         let (dq, dout, q, o, l) = (dqkv.slice(), y.slice(), qkv.slice(), out.slice(), lse.slice());
         gpu::attention::attention_backward(dr, dq, dout, q, o, l, b, t, C, NH).unwrap();
         sync()
     });
-    let (logits, losses) = (up(randn(&mut rng, bt * VP)), up(vec![0.0; bt]));
-    let targets = DeviceTokens::new(&driver, bt).expect("device memory");
+    let (logits, losses) = (up(randn(&mut rng, bt * VP)), up32(vec![0.0; bt]));
+    let targets = DeviceTokens::new(driver, bt).expect("device memory");
     targets.write(&tokens).expect("copy");
-    measure(c, rows, d, "fused_classifier", Work::Bytes(2 * (bt * VP) as u64 * f4), || {
+    measure(c, rows, d, name("fused_classifier"), Work::Bytes(2 * (bt * VP) as u64 * x), || {
         let dloss = Some(1.0 / bt as f32);
         gpu::classifier::fused_classifier(dr, logits.slice(), losses.slice(), &targets, b, t, V, VP, dloss).unwrap();
         sync()
     });
     let (params, grads) = (up(randn(&mut rng, PARAMS)), up(randn(&mut rng, PARAMS)));
-    let (m, v) = (up(vec![0.0; PARAMS]), up(vec![0.0; PARAMS]));
+    let master = (dtype == DType::Bf16).then(|| up32(randn(&mut rng, PARAMS)));
+    let (m, v) = (up32(vec![0.0; PARAMS]), up32(vec![0.0; PARAMS]));
     let hp = AdamWStep { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, grad_scale: 1.0, step: 1 };
-    measure(c, rows, d, "adamw_update (124M)", Work::Bytes(7 * PARAMS as u64 * f4), || {
-        gpu::adamw::adamw_update(dr, params.slice(), grads.slice(), m.slice(), v.slice(), &hp).unwrap();
+    // fp32: read grads, read and write params, m and v. bf16: read grads and write params (bf16), read and write
+    // the master weights, m and v (f32).
+    let adamw_bytes = PARAMS as u64 * if master.is_some() { 2 * x + 6 * f4 } else { 3 * x + 4 * f4 };
+    measure(c, rows, d, name("adamw_update (124M)"), Work::Bytes(adamw_bytes), || {
+        let master = master.as_ref().map(|m| m.slice());
+        gpu::adamw::adamw_update(dr, params.slice(), master, grads.slice(), m.slice(), v.slice(), &hp, 1).unwrap();
         sync()
     });
-    let partials = up(vec![0.0; gpu::global_norm::SLICES]);
-    measure(c, rows, d, "global_norm (124M)", Work::Bytes(PARAMS as u64 * f4), || {
+    let partials = up32(vec![0.0; gpu::global_norm::SLICES]);
+    measure(c, rows, d, name("global_norm (124M)"), Work::Bytes(PARAMS as u64 * x), || {
         std::hint::black_box(gpu::global_norm::global_norm_squared(dr, &partials, grads.slice()).unwrap());
     });
 }
@@ -346,7 +383,7 @@ fn main() {
             }
             Work::Flops(flops) => {
                 let gflops = flops as f64 / row.seconds / 1e9;
-                let peak = peak.map_or(cpu_gflops, |p| p.fp32_tflops * 1e3);
+                let peak = peak.map_or(cpu_gflops, |p| if row.bf16 { p.bf16_tflops } else { p.fp32_tflops } * 1e3);
                 (format!("{gflops:.1} GFLOP/s"), gflops / peak)
             }
         };

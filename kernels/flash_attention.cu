@@ -19,7 +19,10 @@
 // warp's rows, hence HS <= FLASH_MAX_HS = 64 (src/gpu/flash_attention.rs refuses more). A tile read row-per-lane is
 // padded to HS + 1 floats a row so the 32 lanes hit 32 banks (for even HS).
 //
-// Floats moved per call (reads of a tile by the blocks of one (b, h) mostly hit L2): forward reads q once and
+// Global tensors are floatX (q, k, v, out, dout, dqkv; lse is float); tiles are widened to float as they are
+// loaded into shared memory and all arithmetic is float, so a bf16 output is rounded once, as it is stored.
+//
+// Elements moved per call (reads of a tile by the blocks of one (b, h) mostly hit L2): forward reads q once and
 // k, v about T / (2 TILE) times each, ~(1 + T / TILE) B*T*C, and writes B*T*C + B*T*NH. backward: key blocks read
 // k, v once and q, dout, out about T / (2 TILE) times each, query blocks q, dout, out once and k, v about
 // T / (2 TILE) times, ~(2.5 T / TILE + 5) B*T*C, plus dqkv read and written once (3 B*T*C each way). The clear
@@ -46,11 +49,11 @@ static __device__ __forceinline__ int warp_row(int warp, int r) {
 // dst (TILE, ld) = rows t0 .. t0 + TILE - 1 of the HS channels at src, whose rows are `stride` floats apart. Rows
 // at or past T become zeros, so lanes past the end compute on zeros, never on shared memory nobody wrote.
 // Every thread of the block takes part; the caller synchronises.
-static __device__ void load_tile(float* dst, int ld, const float* src, int stride, int t0, int T, int HS) {
+static __device__ void load_tile(float* dst, int ld, const floatX* src, int stride, int t0, int T, int HS) {
     for (int e = threadIdx.x; e < TILE * HS; e += blockDim.x) {
         const int r = e / HS;
         const int c = e % HS;
-        dst[r * ld + c] = t0 + r < T ? src[(size_t)(t0 + r) * stride + c] : 0.0f;
+        dst[r * ld + c] = t0 + r < T ? to_float(src[(size_t)(t0 + r) * stride + c]) : 0.0f;
     }
 }
 
@@ -58,7 +61,7 @@ static __device__ void load_tile(float* dst, int ld, const float* src, int strid
 // grid: (CEIL_DIV(T, TILE), B*NH), block: FLASH_THREADS, dynamic shared memory: (3 TILE HS + TILE + TILE^2) floats.
 // Block (x, y) owns query tile CEIL_DIV(T, TILE) - 1 - x (the longest walks start first) of (b, h) = (y / NH, y % NH).
 extern "C" __global__ void __launch_bounds__(FLASH_THREADS)
-    flash_attention_forward(float* out, float* lse, const float* __restrict__ qkv, int B, int T, int C, int NH) {
+    flash_attention_forward(floatX* out, float* lse, const floatX* __restrict__ qkv, int B, int T, int C, int NH) {
     DYNAMIC_SHARED(float, smem);
     const int HS = C / NH;
     const int lane = threadIdx.x % WARP_SIZE;
@@ -69,7 +72,7 @@ extern "C" __global__ void __launch_bounds__(FLASH_THREADS)
     const int h = blockIdx.y % NH;
     const float scale = 1.0f / sqrtf((float)HS);
     // q of position 0 of batch b at head h; k at +C, v at +2C; positions 3C apart.
-    const float* q_g = qkv + (size_t)b * T * 3 * C + h * HS;
+    const floatX* q_g = qkv + (size_t)b * T * 3 * C + h * HS;
     float* q_s = smem;                  // (TILE, HS): the block's queries, read by a whole warp at once
     float* k_s = q_s + TILE * HS;       // (TILE, HS + 1): the key tile, row j read by lane j
     float* v_s = k_s + TILE * (HS + 1); // (TILE, HS): the value tile, channel c read by lane c % 32
@@ -140,11 +143,11 @@ extern "C" __global__ void __launch_bounds__(FLASH_THREADS)
         const int t = q0 + warp_row(warp, r);
         const float sum = warp_reduce_sum(l[r]);
         if (t < T) {  // the whole warp: rows past T computed on zeros and are dropped
-            float* o_g = out + ((size_t)b * T + t) * C + h * HS;
+            floatX* o_g = out + ((size_t)b * T + t) * C + h * HS;
             for (int i = 0; i < CHANNELS_PER_LANE; i++) {
                 const int c = lane + i * WARP_SIZE;
                 if (c < HS) {
-                    o_g[c] = o[r][i] / sum;
+                    o_g[c] = from_float<floatX>(o[r][i] / sum);
                 }
             }
             if (lane == 0) {
@@ -156,11 +159,11 @@ extern "C" __global__ void __launch_bounds__(FLASH_THREADS)
 
 // The backward pass's view of one (b, h): where its rows start and how far apart they are.
 struct Head {
-    const float* q;     // q of position 0; k at +C, v at +2C; positions 3C apart
-    const float* dout;  // dout of position 0; positions C apart
-    const float* out;   // out of position 0; positions C apart
-    const float* lse;   // lse of position 0; positions NH apart
-    float* dq;          // dq of position 0; dk at +C, dv at +2C; positions 3C apart
+    const floatX* q;     // q of position 0; k at +C, v at +2C; positions 3C apart
+    const floatX* dout;  // dout of position 0; positions C apart
+    const floatX* out;   // out of position 0; positions C apart
+    const float* lse;    // lse of position 0; positions NH apart
+    floatX* dq;          // dq of position 0; dk at +C, dv at +2C; positions 3C apart
     int T, C, NH, HS;
     float scale;
 };
@@ -196,9 +199,9 @@ static __device__ void load_lse_and_d(float* lse_s, float* d_s, const float* g_s
         const int row = warp_row(warp, r);
         float d = 0.0f;
         if (q0 + row < hd.T) {
-            const float* o = hd.out + (size_t)(q0 + row) * hd.C;
+            const floatX* o = hd.out + (size_t)(q0 + row) * hd.C;
             for (int c = lane; c < hd.HS; c += WARP_SIZE) {
-                d += g_s[row * ld + c] * o[c];
+                d += g_s[row * ld + c] * to_float(o[c]);
             }
         }
         d = warp_reduce_sum(d);
@@ -283,13 +286,13 @@ static __device__ void backward_key_tile(const Head& hd, const BackwardShared& s
     for (int r = 0; r < ROWS_PER_WARP; r++) {
         const int t = k0 + warp_row(warp, r);
         if (t < T) {  // the whole warp
-            float* dk_g = hd.dq + (size_t)t * 3 * C + C;
-            float* dv_g = dk_g + C;
+            floatX* dk_g = hd.dq + (size_t)t * 3 * C + C;
+            floatX* dv_g = dk_g + C;
             for (int i = 0; i < CHANNELS_PER_LANE; i++) {
                 const int c = lane + i * WARP_SIZE;
                 if (c < HS) {
-                    dk_g[c] += dk[r][i];
-                    dv_g[c] += dv[r][i];
+                    dk_g[c] = from_float<floatX>(to_float(dk_g[c]) + dk[r][i]);
+                    dv_g[c] = from_float<floatX>(to_float(dv_g[c]) + dv[r][i]);
                 }
             }
         }
@@ -363,11 +366,11 @@ static __device__ void backward_query_tile(const Head& hd, const BackwardShared&
     for (int r = 0; r < ROWS_PER_WARP; r++) {
         const int t = q0 + warp_row(warp, r);
         if (t < T) {  // the whole warp
-            float* dq_g = hd.dq + (size_t)t * 3 * C;
+            floatX* dq_g = hd.dq + (size_t)t * 3 * C;
             for (int i = 0; i < CHANNELS_PER_LANE; i++) {
                 const int c = lane + i * WARP_SIZE;
                 if (c < HS) {
-                    dq_g[c] += dq[r][i];
+                    dq_g[c] = from_float<floatX>(to_float(dq_g[c]) + dq[r][i]);
                 }
             }
         }
@@ -379,8 +382,8 @@ static __device__ void backward_query_tile(const Head& hd, const BackwardShared&
 // floats. Block (x, y, 0) owns dk, dv of key tile x, block (x, y, 1) dq of query tile CEIL_DIV(T, TILE) - 1 - x (the
 // longest walks start first), both of (b, h) = (y / NH, y % NH).
 extern "C" __global__ void __launch_bounds__(FLASH_THREADS)
-    flash_attention_backward(float* dqkv, const float* __restrict__ dout, const float* __restrict__ qkv,
-                             const float* __restrict__ out, const float* __restrict__ lse, int B, int T, int C,
+    flash_attention_backward(floatX* dqkv, const floatX* __restrict__ dout, const floatX* __restrict__ qkv,
+                             const floatX* __restrict__ out, const float* __restrict__ lse, int B, int T, int C,
                              int NH) {
     DYNAMIC_SHARED(float, smem);
     const int b = blockIdx.y / NH;

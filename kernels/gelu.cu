@@ -2,10 +2,11 @@
 //   gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 // The backward pass differentiates that formula directly (it needs the input, not the output) and accumulates.
 //
-// Thread mapping: one thread per group of 4 consecutive elements, moved with 128-bit loads and stores (common.cuh
-// load4/store4; a view that starts off a 16-byte boundary, and the last group when N % 4 != 0, take 32-bit
-// accesses). Floats moved per call: forward 2 N (read inp, write out); backward 4 N (read inp, dout and dinp, write
-// dinp): one 128-bit instruction per 4 floats of each.
+// Thread mapping: one thread per group of GROUP consecutive elements (4 floats or 8 bf16), moved with 128-bit
+// loads and stores (common.cuh load_group/store_group; a view that starts off a 16-byte boundary, and the last
+// group when N % GROUP != 0, take element accesses); arithmetic in float. Elements moved per call: forward 2 N
+// (read inp, write out); backward 4 N (read inp, dout and dinp, write dinp): one 128-bit instruction per group of
+// each.
 #include "common.cuh"
 
 #define GELU_SCALE 0.7978846f  // sqrt(2 / pi)
@@ -24,32 +25,32 @@ static __device__ __forceinline__ float gelu_grad(float x) {
     return 0.5f * (1.0f + tanh_out) + x * 0.5f * sech2 * GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * x * x);
 }
 
-// out, inp: (N). grid: CEIL_DIV(N, 4 * block), block: any (256).
-extern "C" __global__ void gelu_forward(float* out, const float* __restrict__ inp, int N) {
-    const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * F128_FLOATS;
+// out, inp: (N). grid: CEIL_DIV(N, GROUP * block), block: any (256).
+extern "C" __global__ void gelu_forward(floatX* out, const floatX* __restrict__ inp, int N) {
+    const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * GROUP;
     if (i >= (size_t)N) {
         return;
     }
-    const f128 x = load4(inp, i, N);
-    f128 o;
-    for (int k = 0; k < F128_FLOATS; k++) {
+    const fgroup x = load_group(inp, i, N);
+    fgroup o;
+    for (int k = 0; k < GROUP; k++) {
         o.v[k] = gelu(x.v[k]);
     }
-    store4(out, i, N, o);
+    store_group(out, i, N, o);
 }
 
-// dinp: (N) accumulates; inp, dout: (N). grid: CEIL_DIV(N, 4 * block), block: any (256).
-extern "C" __global__ void gelu_backward(float* dinp, const float* __restrict__ inp, const float* __restrict__ dout,
+// dinp: (N) accumulates; inp, dout: (N). grid: CEIL_DIV(N, GROUP * block), block: any (256).
+extern "C" __global__ void gelu_backward(floatX* dinp, const floatX* __restrict__ inp, const floatX* __restrict__ dout,
                                          int N) {
-    const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * F128_FLOATS;
+    const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * GROUP;
     if (i >= (size_t)N) {
         return;
     }
-    const f128 x = load4(inp, i, N);
-    const f128 g = load4(dout, i, N);
-    f128 d = load4(dinp, i, N);
-    for (int k = 0; k < F128_FLOATS; k++) {
+    const fgroup x = load_group(inp, i, N);
+    const fgroup g = load_group(dout, i, N);
+    fgroup d = load_group(dinp, i, N);
+    for (int k = 0; k < GROUP; k++) {
         d.v[k] += gelu_grad(x.v[k]) * g.v[k];
     }
-    store4(dinp, i, N, d);
+    store_group(dinp, i, N, d);
 }

@@ -6,11 +6,11 @@
 // Thread mapping: the broadcast has one thread per output element; the bias gradient one thread per output
 // column o, walking the rows in order, so each float of dbias has one owner (deterministic, no atomics); a warp
 // reads 32 neighbouring floats of a row at a time.
-// Floats moved per call: broadcast B*T*OC written + OC read; bias gradient B*T*OC read + 2 OC.
+// Elements (floatX; sums in float) moved per call: broadcast B*T*OC written + OC read; bias gradient B*T*OC read + 2 OC.
 #include "common.cuh"
 
 // out: (B, T, OC) = bias broadcast over rows; bias: (OC). grid: CEIL_DIV(B*T*OC, block), block: any (256).
-extern "C" __global__ void matmul_bias_broadcast(float* out, const float* __restrict__ bias, int B, int T, int OC) {
+extern "C" __global__ void matmul_bias_broadcast(floatX* out, const floatX* __restrict__ bias, int B, int T, int OC) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)B * T * OC) {
         return;
@@ -19,14 +19,14 @@ extern "C" __global__ void matmul_bias_broadcast(float* out, const float* __rest
 }
 
 // dbias: (OC) accumulates; dout: (B, T, OC). grid: CEIL_DIV(OC, block), block: any (256).
-extern "C" __global__ void matmul_backward_bias(float* dbias, const float* __restrict__ dout, int B, int T, int OC) {
+extern "C" __global__ void matmul_backward_bias(floatX* dbias, const floatX* __restrict__ dout, int B, int T, int OC) {
     const int o = blockIdx.x * blockDim.x + threadIdx.x;
     if (o >= OC) {
         return;
     }
-    float sum = dbias[o];
+    float sum = to_float(dbias[o]);
     for (int row = 0; row < B * T; row++) {
-        sum += dout[(size_t)row * OC + o];
+        sum += to_float(dout[(size_t)row * OC + o]);
     }
-    dbias[o] = sum;
+    dbias[o] = from_float<floatX>(sum);
 }

@@ -18,12 +18,16 @@ pub trait Backend {
     /// Bytes the backend could still allocate (host memory for the CPU, free device memory for a GPU), or None
     /// where that cannot be known; the trainer refuses a run that cannot fit before allocating any of it.
     fn memory_available(&self) -> Option<usize>;
+    /// The storage precision of parameters, activations and gradients (statistics, master weights and AdamW's
+    /// moments are always f32). The CPU is always `Fp32`.
+    fn precision(&self) -> Precision;
 
-    /// Makes `buf` at least `len` floats long. A buffer that grows loses its contents and reads as zero after.
+    /// Makes `buf` at least `len` elements long. A buffer that grows loses its contents and reads as zero after.
     fn reserve(&mut self, buf: Buf, len: usize) -> Result<()>;
-    /// Replaces `buf` with `data` (the CPU keeps the vector itself; a GPU copies it to the device).
+    /// Replaces `buf` with `data` (the CPU keeps the vector itself; a GPU copies it to the device, rounding to its
+    /// precision; bf16 parameters keep `data` as their f32 master weights).
     fn load(&mut self, buf: Buf, data: Vec<f32>) -> Result<()>;
-    /// Copies `src` to the host.
+    /// Copies `src` to the host, widened to f32 (bf16 parameters: their f32 master weights).
     fn read(&self, src: Tensor, dst: &mut [f32]) -> Result<()>;
     /// Sets every element of `dst` to zero.
     fn zero(&mut self, dst: Tensor) -> Result<()>;
@@ -151,6 +155,32 @@ pub trait Backend {
     fn adamw_update(&mut self, params: Tensor, grads: Tensor, m: Tensor, v: Tensor, hp: &AdamWStep) -> Result<()>;
 }
 
+/// The storage precision of parameters, activations and gradients, as `--precision` names it. Arithmetic
+/// accumulates in f32 either way; with bf16, AdamW updates f32 master weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Bf16,
+}
+
+impl Precision {
+    /// Bytes per stored element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::Fp32 => 4,
+            Precision::Bf16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// Where to run, as the `--device` flag of every command names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -166,13 +196,13 @@ pub enum Device {
 
 /// The GPU backend on GPU 0.
 #[cfg(feature = "cuda")]
-fn cuda_backend() -> Result<Box<dyn Backend>> {
+fn cuda_backend(precision: Precision) -> Result<Box<dyn Backend>> {
     let driver = std::rc::Rc::new(crate::gpu::cuda::CudaDriver::new(0)?);
-    Ok(Box::new(crate::gpu::backend::GpuBackend::new(driver)?))
+    Ok(Box::new(crate::gpu::backend::GpuBackend::new(driver, precision)?))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_backend() -> Result<Box<dyn Backend>> {
+fn cuda_backend(_: Precision) -> Result<Box<dyn Backend>> {
     Err(crate::Error::config(
         "--device",
         "cuda: this build has no CUDA kernels; rebuild with `cargo build --release --features cuda` (needs nvcc, \
@@ -181,27 +211,38 @@ fn cuda_backend() -> Result<Box<dyn Backend>> {
 }
 
 #[cfg(feature = "emu")]
-fn emu_backend() -> Result<Box<dyn Backend>> {
+fn emu_backend(precision: Precision) -> Result<Box<dyn Backend>> {
     let driver = std::rc::Rc::new(crate::gpu::emu::EmuDriver::new());
-    Ok(Box::new(crate::gpu::backend::GpuBackend::new(driver)?))
+    Ok(Box::new(crate::gpu::backend::GpuBackend::new(driver, precision)?))
 }
 
 #[cfg(not(feature = "emu"))]
-fn emu_backend() -> Result<Box<dyn Backend>> {
+fn emu_backend(_: Precision) -> Result<Box<dyn Backend>> {
     Err(crate::Error::config("--device", "emu: this build has no emulator; rebuild with `--features emu`"))
 }
 
 /// The backend `device` asks for, and for `auto` a few words on why it was chosen (empty otherwise).
-pub fn open(device: Device) -> Result<(Box<dyn Backend>, String)> {
-    let cpu = || Box::new(crate::cpu::backend::CpuBackend::new()) as Box<dyn Backend>;
+/// `precision`: the storage precision, or None for the device's default (bf16 on a GPU, as llm.c trains; fp32 on
+/// the CPU, which has only fp32 kernels and refuses bf16).
+pub fn open(device: Device, precision: Option<Precision>) -> Result<(Box<dyn Backend>, String)> {
+    let gpu_precision = precision.unwrap_or(Precision::Bf16);
+    let cpu = || -> Result<Box<dyn Backend>> {
+        match precision {
+            Some(Precision::Bf16) => Err(crate::Error::config(
+                "--precision",
+                "bf16 needs a GPU (--device cuda, or emu to check the kernels); the CPU computes in fp32 only",
+            )),
+            _ => Ok(Box::new(crate::cpu::backend::CpuBackend::new())),
+        }
+    };
     Ok(match device {
-        Device::Cpu => (cpu(), String::new()),
-        Device::Cuda => (cuda_backend()?, String::new()),
-        Device::Emu => (emu_backend()?, String::new()),
-        Device::Auto if cfg!(feature = "cuda") => match cuda_backend() {
+        Device::Cpu => (cpu()?, String::new()),
+        Device::Cuda => (cuda_backend(gpu_precision)?, String::new()),
+        Device::Emu => (emu_backend(gpu_precision)?, String::new()),
+        Device::Auto if cfg!(feature = "cuda") => match cuda_backend(gpu_precision) {
             Ok(backend) => (backend, "auto: found a GPU".to_string()),
-            Err(e) => (cpu(), format!("auto: no usable GPU ({e})")),
+            Err(e) => (cpu()?, format!("auto: no usable GPU ({e})")),
         },
-        Device::Auto => (cpu(), "auto: this build has no CUDA kernels".to_string()),
+        Device::Auto => (cpu()?, "auto: this build has no CUDA kernels".to_string()),
     })
 }

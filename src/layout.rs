@@ -1,10 +1,12 @@
 //! Where every tensor sits in its ONE flat buffer.
 //!
-//! Parameters (and, with the same layout, gradients and AdamW's m and v) are one `Vec<f32>` in llm.c's checkpoint
-//! order, so a checkpoint is one read. Activations are a second flat buffer sized for one (B, T). A tensor is a view
-//! at an offset: `ParamTensors::sizes(config)` gives the lengths, `tensors(buf)` turns them into `Tensor` handles
-//! (buffer, offset, length) that the model hands to its backend, and `split`/`split_mut` cut a host buffer into
-//! disjoint slices (safe Rust: the views borrow disjoint parts, so a layer can read one and write another).
+//! Parameters (and, with the same layout, gradients and AdamW's m and v) are one flat buffer in llm.c's checkpoint
+//! order, so a checkpoint is one read. Activations are a second flat buffer sized for one (B, T), their statistics
+//! a third (always f32, while a GPU may store the rest in bf16). Offsets and lengths count elements, whatever their
+//! type. A tensor is a view at an offset: `ParamTensors::sizes(config)` gives the lengths, `tensors(buf)` turns
+//! them into `Tensor` handles (buffer, offset, length) that the model hands to its backend, and `split`/`split_mut`
+//! cut a host buffer into disjoint slices (safe Rust: the views borrow disjoint parts, so a layer can read one and
+//! write another).
 
 use crate::config::GPT2Config;
 use std::ops::Range;
@@ -24,11 +26,15 @@ pub enum Buf {
     Acts,
     /// Gradients of the activations, same layout.
     GradActs,
+    /// The activation statistics the backward pass and the loss need in f32 whatever the storage precision
+    /// (`ActStats`): LayerNorm means and reciprocal deviations, attention's log-sum-exp, the per-position losses.
+    Stats,
 }
 
 impl Buf {
-    pub const COUNT: usize = 6;
-    pub const ALL: [Buf; Buf::COUNT] = [Buf::Params, Buf::Grads, Buf::AdamM, Buf::AdamV, Buf::Acts, Buf::GradActs];
+    pub const COUNT: usize = 7;
+    pub const ALL: [Buf; Buf::COUNT] =
+        [Buf::Params, Buf::Grads, Buf::AdamM, Buf::AdamV, Buf::Acts, Buf::GradActs, Buf::Stats];
 
     /// Position in `ALL`, for backends that keep their buffers in an array.
     pub fn index(self) -> usize {
@@ -209,34 +215,23 @@ impl<S> ParamTensors<S> {
 }
 
 tensor_struct! {
-    /// Everything the forward pass keeps for the backward pass, for one (B, T). Per-layer tensors are stacked
-    /// over L. Attention keeps its output and one log-sum-exp per score row instead of the (T, T) matrices: the
-    /// backward pass recomputes the scores, so memory grows with T, not T².
+    /// Everything the forward pass keeps for the backward pass, for one (B, T), in the storage precision (f32 on
+    /// the CPU, bf16 or f32 on a GPU); the statistics are in `ActStats`. Per-layer tensors are stacked over L.
     ActTensors {
         /// (B, T, C) token + position embedding.
         encoded,
         /// (L, B, T, C)
         ln1,
-        /// (L, B, T)
-        ln1_mean,
-        /// (L, B, T)
-        ln1_rstd,
         /// (L, B, T, 3C) queries, keys, values.
         qkv,
         /// (L, B, T, C) attention output before its projection.
         atty,
-        /// (L, B, T, NH) log-sum-exp of each row of scaled scores.
-        att_lse,
         /// (L, B, T, C)
         attproj,
         /// (L, B, T, C) residual after attention.
         residual2,
         /// (L, B, T, C)
         ln2,
-        /// (L, B, T)
-        ln2_mean,
-        /// (L, B, T)
-        ln2_rstd,
         /// (L, B, T, 4C)
         fch,
         /// (L, B, T, 4C)
@@ -247,14 +242,50 @@ tensor_struct! {
         residual3,
         /// (B, T, C)
         lnf,
+        /// (B, T, Vp) logits; the backward pass overwrites them with dlogits.
+        logits,
+    }
+}
+
+tensor_struct! {
+    /// The activation statistics, for one (B, T): always f32, because bf16's 8-bit mantissa would ruin them (an
+    /// rstd or lse off by 0.4% scales whole rows; a loss read back in bf16 is not worth plotting). Per-layer
+    /// tensors are stacked over L. Attention keeps one log-sum-exp per score row instead of the (T, T) matrices:
+    /// the backward pass recomputes the scores, so memory grows with T, not T².
+    ActStats {
+        /// (L, B, T)
+        ln1_mean,
+        /// (L, B, T)
+        ln1_rstd,
+        /// (L, B, T, NH) log-sum-exp of each row of scaled scores.
+        att_lse,
+        /// (L, B, T)
+        ln2_mean,
+        /// (L, B, T)
+        ln2_rstd,
         /// (B, T)
         lnf_mean,
         /// (B, T)
         lnf_rstd,
-        /// (B, T, Vp) logits; the backward pass overwrites them with dlogits.
-        logits,
         /// (B, T) per-position cross-entropy.
         losses,
+    }
+}
+
+impl ActStats<usize> {
+    /// Element counts of every statistics tensor of `config` at batch `b` and sequence length `t`.
+    pub fn sizes(config: &GPT2Config, b: usize, t: usize) -> Self {
+        let (l, nh, bt) = (config.num_layers, config.num_heads, b * t);
+        ActStats {
+            ln1_mean: l * bt,
+            ln1_rstd: l * bt,
+            att_lse: l * bt * nh,
+            ln2_mean: l * bt,
+            ln2_rstd: l * bt,
+            lnf_mean: bt,
+            lnf_rstd: bt,
+            losses: bt,
+        }
     }
 }
 
@@ -312,32 +343,24 @@ impl ActTensors<usize> {
     /// Element counts of every activation tensor of `config` at batch `b` and sequence length `t`, with the
     /// tensors `recompute` names kept for one layer instead of L.
     pub fn sizes(config: &GPT2Config, b: usize, t: usize, recompute: Recompute) -> Self {
-        let (vp, c, l, nh) = (config.padded_vocab_size, config.channels, config.num_layers, config.num_heads);
+        let (vp, c, l) = (config.padded_vocab_size, config.channels, config.num_layers);
         let bt = b * t;
         let ln_layers = if recompute.layernorm() { 1 } else { l };
         let gelu_layers = if recompute.gelu() { 1 } else { l };
         ActTensors {
             encoded: bt * c,
             ln1: ln_layers * bt * c,
-            ln1_mean: l * bt,
-            ln1_rstd: l * bt,
             qkv: l * bt * 3 * c,
             atty: l * bt * c,
-            att_lse: l * bt * nh,
             attproj: l * bt * c,
             residual2: l * bt * c,
             ln2: ln_layers * bt * c,
-            ln2_mean: l * bt,
-            ln2_rstd: l * bt,
             fch: l * bt * 4 * c,
             fch_gelu: gelu_layers * bt * 4 * c,
             fcproj: l * bt * c,
             residual3: l * bt * c,
             lnf: bt * c,
-            lnf_mean: bt,
-            lnf_rstd: bt,
             logits: bt * vp,
-            losses: bt,
         }
     }
 }
@@ -407,6 +430,7 @@ mod tests {
         let slots = grads.layer_slots();
         let offsets = grads.offsets();
         assert_eq!((slots.start, slots.end), (offsets.ln1, offsets.residual3));
+        assert_eq!(ActStats::sizes(&config, 2, 8).att_lse, 12 * 2 * 8 * 12);
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! shape; the activation gradients only once a backward pass runs, so inference never pays for them.
 
 use crate::backend::Backend;
+use crate::backend::Precision;
 use crate::config::GPT2Config;
 use crate::cpu::adamw::AdamWStep;
 use crate::cpu::backend::CpuBackend;
 use crate::error::{Error, Result};
-use crate::layout::{ActTensors, Buf, ParamTensors, Recompute, Tensor};
+use crate::layout::{ActStats, ActTensors, Buf, ParamTensors, Recompute, Tensor};
 use crate::rng::Rng;
 
 /// Standard deviation of GPT-2's weight initialisation.
@@ -30,44 +31,58 @@ pub struct AdamWConfig {
 /// Bytes a training run holds, by role, so a run that cannot fit is refused before anything is allocated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryPlan {
+    pub precision: Precision,
     pub parameters: usize,
+    /// f32 master weights (bf16 only; fp32 parameters are their own).
+    pub master: usize,
     pub gradients: usize,
     /// AdamW's m and v.
     pub optimizer: usize,
-    /// Activations for one (B, T) and their gradients (one block's, plus the residual stream's).
+    /// Activations for one (B, T) and their gradients (one block's, plus the residual stream's), and the f32
+    /// statistics.
     pub activations: usize,
 }
 
 impl MemoryPlan {
-    /// The fp32 plan for training `config` on batches of (B, T) with `recompute`. B*T must fit in an i32 and the
-    /// config must be valid (both are checked before this is called), which keeps every product below here inside
-    /// a u64.
+    /// The fp32 plan for training `config` on batches of (B, T) with `recompute`.
     pub fn new(config: &GPT2Config, b: usize, t: usize, recompute: Recompute) -> Self {
-        let float = std::mem::size_of::<f32>();
-        let params = ParamTensors::sizes(config).total() * float;
+        MemoryPlan::in_precision(config, b, t, recompute, Precision::Fp32)
+    }
+
+    /// The plan for training `config` on batches of (B, T) with `recompute`, storing parameters, activations and
+    /// gradients in `precision`. B*T must fit in an i32 and the config must be valid (both are checked before this
+    /// is called), which keeps every product below here inside a u64.
+    pub fn in_precision(config: &GPT2Config, b: usize, t: usize, recompute: Recompute, precision: Precision) -> Self {
+        let (x, float) = (precision.bytes(), std::mem::size_of::<f32>());
+        let n = ParamTensors::sizes(config).total();
         MemoryPlan {
-            parameters: params,
-            gradients: params,
-            optimizer: 2 * params,
+            precision,
+            parameters: n * x,
+            master: if precision == Precision::Fp32 { 0 } else { n * float },
+            gradients: n * x,
+            optimizer: 2 * n * float,
             activations: (ActTensors::sizes(config, b, t, recompute).total()
                 + ActTensors::grad_sizes(config, b, t).total())
-                * float,
+                * x
+                + ActStats::sizes(config, b, t).total() * float,
         }
     }
 
     pub fn total(&self) -> usize {
-        self.parameters + self.gradients + self.optimizer + self.activations
+        self.parameters + self.master + self.gradients + self.optimizer + self.activations
     }
 }
 
 impl std::fmt::Display for MemoryPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+        write!(f, "{:.0} MiB {} (parameters {:.0}", mib(self.total()), self.precision.name(), mib(self.parameters))?;
+        if self.master > 0 {
+            write!(f, ", master weights {:.0}", mib(self.master))?;
+        }
         write!(
             f,
-            "{:.0} MiB (parameters {:.0}, gradients {:.0}, AdamW state {:.0}, activations {:.0})",
-            mib(self.total()),
-            mib(self.parameters),
+            ", gradients {:.0}, AdamW state {:.0}, activations {:.0})",
             mib(self.gradients),
             mib(self.optimizer),
             mib(self.activations)
@@ -242,6 +257,12 @@ impl GPT2 {
         ActTensors::sizes(&self.config, b, t, self.recompute).tensors(buf)
     }
 
+    /// The activation-statistics handles for the current (B, T).
+    fn stats(&self) -> ActStats<Tensor> {
+        let (b, t) = self.batch;
+        ActStats::sizes(&self.config, b, t).tensors(Buf::Stats)
+    }
+
     /// The activation-gradient handles for the current (B, T) (see `ActTensors::grad_sizes`).
     fn grad_acts(&self) -> ActTensors<Tensor> {
         let (b, t) = self.batch;
@@ -323,13 +344,13 @@ impl GPT2 {
                 return Err(Error::config(name, format!("expected 0..{limit}, found {value}")));
             }
         }
-        let a = self.acts(Buf::Acts);
+        let (a, st) = (self.acts(Buf::Acts), self.stats());
         let mut qkv = vec![0.0f32; t * 3 * c];
         let qkv_layer = a.qkv.layer(layer, batch * t * 3 * c);
         self.backend
             .read(Tensor { offset: qkv_layer.offset + b * t * 3 * c, len: t * 3 * c, ..qkv_layer }, &mut qkv)?;
         let mut lse = vec![0.0f32; t * nh];
-        let lse_layer = a.att_lse.layer(layer, batch * t * nh);
+        let lse_layer = st.att_lse.layer(layer, batch * t * nh);
         self.backend.read(Tensor { offset: lse_layer.offset + b * t * nh, len: t * nh, ..lse_layer }, &mut lse)?;
         let scale = 1.0 / (hs as f32).sqrt();
         let mut map = vec![0.0f32; t * t];
@@ -384,6 +405,7 @@ impl GPT2 {
         self.check_batch(inputs, targets, b, t)?;
         let total = ActTensors::sizes(&self.config, b, t, self.recompute).total();
         self.backend.reserve(Buf::Acts, total)?;
+        self.backend.reserve(Buf::Stats, ActStats::sizes(&self.config, b, t).total())?;
         if backward {
             self.backend.reserve(Buf::GradActs, ActTensors::grad_sizes(&self.config, b, t).total())?;
         }
@@ -422,7 +444,7 @@ impl GPT2 {
         let (c, l_count, nh, vp) = (cfg.channels, cfg.num_layers, cfg.num_heads, cfg.padded_vocab_size);
         let (bt, btc) = (b * t, b * t * c);
         let p = self.param_sizes.tensors(Buf::Params);
-        let a = self.acts(Buf::Acts);
+        let (a, st) = (self.acts(Buf::Acts), self.stats());
         let be = &mut *self.backend;
 
         be.encoder_forward(a.encoded, p.wte, p.wpe, b, t, c)?;
@@ -442,12 +464,12 @@ impl GPT2 {
             let fch = a.fch.layer(l, 4 * btc);
             let fch_gelu = a.fch_gelu.layer(gelu_l, 4 * btc);
             let fcproj = a.fcproj.layer(l, btc);
-            let (ln1_mean, ln1_rstd) = (a.ln1_mean.layer(l, bt), a.ln1_rstd.layer(l, bt));
-            let (ln2_mean, ln2_rstd) = (a.ln2_mean.layer(l, bt), a.ln2_rstd.layer(l, bt));
+            let (ln1_mean, ln1_rstd) = (st.ln1_mean.layer(l, bt), st.ln1_rstd.layer(l, bt));
+            let (ln2_mean, ln2_rstd) = (st.ln2_mean.layer(l, bt), st.ln2_rstd.layer(l, bt));
 
             be.layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w.layer(l, c), p.ln1b.layer(l, c), b, t, c)?;
             be.matmul_forward(qkv, ln1, p.qkvw.layer(l, 3 * c * c), Some(p.qkvb.layer(l, 3 * c)), b, t, c, 3 * c)?;
-            be.attention_forward(atty, a.att_lse.layer(l, bt * nh), qkv, b, t, c, nh)?;
+            be.attention_forward(atty, st.att_lse.layer(l, bt * nh), qkv, b, t, c, nh)?;
             be.matmul_forward(attproj, atty, p.attprojw.layer(l, c * c), Some(p.attprojb.layer(l, c)), b, t, c, c)?;
             // residual2 = residual + attproj and its LayerNorm in one pass over each row.
             let (ln2w, ln2b) = (p.ln2w.layer(l, c), p.ln2b.layer(l, c));
@@ -461,7 +483,7 @@ impl GPT2 {
             be.residual_forward(a.residual3.layer(l, btc), residual2, fcproj, btc)?;
         }
         let last_residual = a.residual3.layer(l_count - 1, btc);
-        be.layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, last_residual, p.lnfw, p.lnfb, b, t, c)?;
+        be.layernorm_forward(a.lnf, st.lnf_mean, st.lnf_rstd, last_residual, p.lnfw, p.lnfb, b, t, c)?;
         // The classifier shares its weights with the token embedding (weight tying): logits = lnf · wteᵀ.
         be.matmul_forward(a.logits, a.lnf, p.wte, None, b, t, c, vp)
     }
@@ -471,11 +493,11 @@ impl GPT2 {
     fn classify(&mut self, with_grad: bool) -> Result<f32> {
         let cfg = self.config;
         let (b, t) = self.batch;
-        let a = self.acts(Buf::Acts);
+        let (a, st) = (self.acts(Buf::Acts), self.stats());
         let dloss = with_grad.then_some(1.0 / (b * t) as f32);
-        self.backend.fused_classifier(a.logits, a.losses, b, t, cfg.vocab_size, cfg.padded_vocab_size, dloss)?;
+        self.backend.fused_classifier(a.logits, st.losses, b, t, cfg.vocab_size, cfg.padded_vocab_size, dloss)?;
         self.losses.resize(b * t, 0.0);
-        self.backend.read(a.losses, &mut self.losses)?;
+        self.backend.read(st.losses, &mut self.losses)?;
         // Summed in f64 so the mean does not depend on B*T's size.
         Ok((self.losses.iter().map(|&x| x as f64).sum::<f64>() / (b * t) as f64) as f32)
     }
@@ -489,13 +511,13 @@ impl GPT2 {
         let (bt, btc) = (b * t, b * t * c);
         let p = self.param_sizes.tensors(Buf::Params);
         let g = self.param_sizes.tensors(Buf::Grads);
-        let a = self.acts(Buf::Acts);
+        let (a, st) = (self.acts(Buf::Acts), self.stats());
         let d = self.grad_acts();
         let slots = ActTensors::grad_sizes(&cfg, b, t).layer_slots();
         let slots = Tensor { buf: Buf::GradActs, offset: slots.start, len: slots.len() };
         let be = &mut *self.backend;
         // Activation gradients accumulate (the residual stream gets two contributions), so start from zero.
-        be.zero(Tensor { buf: Buf::GradActs, offset: 0, len: d.losses.offset + d.losses.len })?;
+        be.zero(Tensor { buf: Buf::GradActs, offset: 0, len: d.logits.offset + d.logits.len })?;
 
         be.matmul_backward(d.lnf, g.wte, None, a.logits, a.lnf, p.wte, b, t, c, vp)?;
         let last_residual = a.residual3.layer(l_count - 1, btc);
@@ -507,8 +529,8 @@ impl GPT2 {
             d.lnf,
             last_residual,
             p.lnfw,
-            a.lnf_mean,
-            a.lnf_rstd,
+            st.lnf_mean,
+            st.lnf_rstd,
             b,
             t,
             c,
@@ -533,13 +555,13 @@ impl GPT2 {
 
             let residual = if l == 0 { a.encoded } else { a.residual3.layer(l - 1, btc) };
             let ln1 = a.ln1.layer(ln_l, btc);
-            let (ln1_mean, ln1_rstd) = (a.ln1_mean.layer(l, bt), a.ln1_rstd.layer(l, bt));
+            let (ln1_mean, ln1_rstd) = (st.ln1_mean.layer(l, bt), st.ln1_rstd.layer(l, bt));
             let qkv = a.qkv.layer(l, 3 * btc);
             let atty = a.atty.layer(l, btc);
-            let lse = a.att_lse.layer(l, bt * nh);
+            let lse = st.att_lse.layer(l, bt * nh);
             let residual2 = a.residual2.layer(l, btc);
             let ln2 = a.ln2.layer(ln_l, btc);
-            let (ln2_mean, ln2_rstd) = (a.ln2_mean.layer(l, bt), a.ln2_rstd.layer(l, bt));
+            let (ln2_mean, ln2_rstd) = (st.ln2_mean.layer(l, bt), st.ln2_rstd.layer(l, bt));
             let fch = a.fch.layer(l, 4 * btc);
             let fch_gelu = a.fch_gelu.layer(gelu_l, 4 * btc);
 

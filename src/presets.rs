@@ -5,7 +5,7 @@
 //! FLOP/s it reaches, and each preset's FLOPs per step (6 per parameter per token plus attention, llm.c's count)
 //! are divided by that. Larger models keep matmul units busier, so for them the estimate errs on the slow side.
 
-use crate::backend::{self, Device};
+use crate::backend::{self, Device, Precision};
 use crate::config::{GPT2Config, PRESETS};
 use crate::error::Result;
 use crate::layout::Recompute;
@@ -43,8 +43,14 @@ pub struct PresetTable {
 }
 
 /// FLOP/s a training step of `config` reaches at (B, T) on `device`, from timing a few steps on random tokens.
-pub fn measure_training_flops(device: Device, config: GPT2Config, b: usize, t: usize) -> Result<f64> {
-    let (backend, _) = backend::open(device)?;
+pub fn measure_training_flops(
+    device: Device,
+    precision: Option<Precision>,
+    config: GPT2Config,
+    b: usize,
+    t: usize,
+) -> Result<f64> {
+    let (backend, _) = backend::open(device, precision)?;
     let params = GPT2::init_params(&config, 1)?;
     let mut model = GPT2::with_backend(config, params, backend)?;
     let mut rng = Rng::new(2);
@@ -69,20 +75,27 @@ pub fn measure_training_flops(device: Device, config: GPT2Config, b: usize, t: u
     Ok(config.flops_per_token(t) * (b * t) as f64 / seconds)
 }
 
-/// The ladder at (B, T) with `recompute` on `device` (T is cut to each preset's maxT).
-pub fn preset_table(device: Device, b: usize, t: usize, recompute: Recompute) -> Result<PresetTable> {
+/// The ladder at (B, T) with `recompute` on `device` in `precision` (None: the device's default; T is cut to each
+/// preset's maxT).
+pub fn preset_table(
+    device: Device,
+    precision: Option<Precision>,
+    b: usize,
+    t: usize,
+    recompute: Recompute,
+) -> Result<PresetTable> {
     crate::data::check_sizes(b, t)?;
-    let (backend, _) = backend::open(device)?;
-    let (name, available) = (backend.name(), backend.memory_available());
+    let (backend, _) = backend::open(device, precision)?;
+    let (name, available, precision) = (backend.name(), backend.memory_available(), backend.precision());
     drop(backend);
     let smallest = GPT2Config::preset(PRESETS[0].0).expect("listed presets exist");
-    let flops_per_sec = measure_training_flops(device, smallest, b, t.min(smallest.max_seq_len))?;
+    let flops_per_sec = measure_training_flops(device, Some(precision), smallest, b, t.min(smallest.max_seq_len))?;
     let rows = PRESETS
         .iter()
         .map(|&(name, ..)| {
             let config = GPT2Config::preset(name).expect("listed presets exist");
             let t = t.min(config.max_seq_len);
-            let plan = MemoryPlan::new(&config, b, t, recompute);
+            let plan = MemoryPlan::in_precision(&config, b, t, recompute, precision);
             let flops_per_step = config.flops_per_token(t) * (b * t) as f64;
             PresetCost {
                 name,

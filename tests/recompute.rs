@@ -61,7 +61,7 @@ fn recomputing_changes_no_bit_on_the_cpu_and_saves_memory() {
 fn recomputing_on_the_gpu_backend_matches_the_cpu() {
     let params = GPT2::init_params(&config(), 2).unwrap();
     let (cpu_losses, _) = train(&mut GPT2::new(config(), params.clone()).unwrap(), 4);
-    let backend = Box::new(llmrs::gpu::backend::GpuBackend::new(driver()).unwrap());
+    let backend = Box::new(llmrs::gpu::backend::GpuBackend::new(driver(), llmrs::backend::Precision::Fp32).unwrap());
     let mut gpu = GPT2::with_backend(config(), params, backend).unwrap();
     gpu.set_recompute(Recompute::GeluAndLayerNorm);
     let (gpu_losses, _) = train(&mut gpu, 4);

@@ -2,7 +2,7 @@
 //! generated stories, on the CPU, and prints losses and samples as it goes.
 
 use clap::Parser;
-use llmrs::backend::{Backend, Device};
+use llmrs::backend::{Backend, Device, Precision};
 use llmrs::checkpoint::{read_model, read_model_header, write_model, ModelDtype};
 use llmrs::config::{GPT2Config, PRESETS};
 use llmrs::corpus;
@@ -166,6 +166,10 @@ struct Args {
     /// Where to train
     #[arg(long, value_enum, default_value_t = Device::Auto, help_heading = "System")]
     device: Device,
+    /// Storage precision of parameters, activations and gradients on a GPU: bf16 (the default there; f32 master
+    /// weights and AdamW state, f32 accumulation) or fp32. The CPU computes in fp32 only.
+    #[arg(long, value_enum, help_heading = "System")]
+    precision: Option<Precision>,
     /// Print a list and exit: `presets` (parameters, memory and estimated time per step at -b/-t on --device)
     #[arg(long, value_enum, help_heading = "System")]
     list: Option<Listing>,
@@ -211,6 +215,7 @@ const CHANGEABLE_ON_RESUME: &[&str] = &[
     "tokenizer",
     "threads",
     "device",
+    "precision",
 ];
 
 /// Every setting by field name, as run.json keeps them. Through text, so an f32 such as 0.01 stays 0.01 (a direct
@@ -376,7 +381,8 @@ fn build_model(source: ModelSource, seed: u64, backend: Box<dyn Backend>) -> Res
 /// `--recompute 2` when that alone would make it fit.
 fn check_memory(plan: &MemoryPlan, backend: &dyn Backend, cfg: &GPT2Config, args: &Args) -> Result<()> {
     let Some(available) = backend.memory_available().filter(|&free| plan.total() > free) else { return Ok(()) };
-    let slim = MemoryPlan::new(cfg, args.batch_size, args.seq_len, Recompute::GeluAndLayerNorm);
+    let slim =
+        MemoryPlan::in_precision(cfg, args.batch_size, args.seq_len, Recompute::GeluAndLayerNorm, plan.precision);
     let suggestion = if args.recompute < 2 && slim.total() <= available {
         format!("--recompute 2 would need {:.0} MiB and fit", slim.total() as f64 / (1024.0 * 1024.0))
     } else {
@@ -488,7 +494,10 @@ fn find_checkpoint(out: &Path, steps: usize) -> Result<TrainCheckpoint> {
 fn run(args: &Args, argv: &[OsString]) -> Result<()> {
     check_flags(args)?;
     if let Some(Listing::Presets) = args.list {
-        say!("{}", llmrs::presets::preset_table(args.device, args.batch_size, args.seq_len, recompute(args))?);
+        say!(
+            "{}",
+            llmrs::presets::preset_table(args.device, args.precision, args.batch_size, args.seq_len, recompute(args))?
+        );
         return Ok(());
     }
     match (&args.out, args.resume) {
@@ -508,7 +517,7 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
             .build_global()
             .map_err(|e| Error::config("--threads", e.to_string()))?;
     }
-    let (backend, why) = llmrs::backend::open(args.device)?;
+    let (backend, why) = llmrs::backend::open(args.device, args.precision)?;
     say!("device: {}{}{why}", backend.name(), if why.is_empty() { "" } else { " | " });
 
     let (cfg, source) = match &checkpoint {
@@ -523,7 +532,7 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
     }
     // B*T must fit an i32 before the plan multiplies it by the model's sizes.
     llmrs::data::check_sizes(args.batch_size, args.seq_len)?;
-    let plan = MemoryPlan::new(&cfg, args.batch_size, args.seq_len, recompute(args));
+    let plan = MemoryPlan::in_precision(&cfg, args.batch_size, args.seq_len, recompute(args), backend.precision());
     check_memory(&plan, &*backend, &cfg, args)?;
     let shuffle = (!args.no_shuffle).then_some(args.seed);
     let (mut train_loader, mut val_loader) = load_data(args, shuffle)?;
@@ -661,12 +670,14 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
     };
     let steps = args.steps;
     let flops_per_step = cfg.flops_per_token(args.seq_len) * (args.batch_size * args.seq_len) as f64;
-    // MFU where the device's peak is known (GPUs; fp32 until mixed precision exists), else GFLOP/s.
+    // MFU where the device's peak is known (GPUs: against the tensor-core peak in bf16, the CUDA-core peak in
+    // fp32), else GFLOP/s.
     let peak = llmrs::mfu::lookup(&device);
+    let bf16 = plan.precision == Precision::Bf16;
     let speed = |ms: f64| {
         let flops_per_sec = flops_per_step / (ms / 1e3);
         match peak {
-            Some(peak) => format!("MFU {:.1}%", 100.0 * llmrs::mfu::mfu(peak, flops_per_sec, false)),
+            Some(peak) => format!("MFU {:.1}%", 100.0 * llmrs::mfu::mfu(peak, flops_per_sec, bf16)),
             None => format!("{:.1} GFLOP/s", flops_per_sec / 1e9),
         }
     };

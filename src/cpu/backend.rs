@@ -13,7 +13,7 @@ use super::global_norm::global_norm_squared;
 use super::layernorm::{fused_residual_layernorm_forward, layernorm_backward, layernorm_forward};
 use super::matmul::{matmul_backward, matmul_forward};
 use super::residual::{residual_backward, residual_forward};
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::error::{Error, Result};
 use crate::layout::{Buf, Tensor};
 
@@ -69,6 +69,10 @@ impl Backend for CpuBackend {
 
     fn memory_available(&self) -> Option<usize> {
         host_memory_available()
+    }
+
+    fn precision(&self) -> Precision {
+        Precision::Fp32
     }
 
     fn reserve(&mut self, buf: Buf, len: usize) -> Result<()> {

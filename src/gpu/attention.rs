@@ -26,7 +26,10 @@ pub fn attention_forward(
         Arg::I32(c as i32),
         Arg::I32(nh as i32),
     ];
-    driver.launch("attention_forward", (blocks_for(b * t * nh * WARP, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+    let floatx = DeviceSlice::common_dtype("attention_forward", &[out, qkv])?;
+    lse.expect_f32("attention_forward", "lse")?;
+    let grid = (blocks_for(b * t * nh * WARP, BLOCK), 1, 1);
+    driver.launch("attention_forward", floatx, grid, (BLOCK_SIZE, 1, 1), 0, &args)
 }
 
 /// dqkv: (B, T, 3C) accumulates; dout, out: (B, T, C); qkv: (B, T, 3C); lse: (B, T, NH).
@@ -54,5 +57,8 @@ pub fn attention_backward(
         Arg::I32(c as i32),
         Arg::I32(nh as i32),
     ];
-    driver.launch("attention_backward", (blocks_for(b * t * nh * WARP, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+    let floatx = DeviceSlice::common_dtype("attention_backward", &[dqkv, dout, qkv, out])?;
+    lse.expect_f32("attention_backward", "lse")?;
+    let grid = (blocks_for(b * t * nh * WARP, BLOCK), 1, 1);
+    driver.launch("attention_backward", floatx, grid, (BLOCK_SIZE, 1, 1), 0, &args)
 }

@@ -4,28 +4,56 @@
 //! the flash attention kernels (src/gpu/flash_attention.rs) for heads of up to 64 channels, every GPT-2 size, and
 //! the clear kernels of src/gpu/attention.rs for the shapes flash attention refuses. Both compute the same out, lse
 //! and dqkv, so either pass may use either kernel.
+//!
+//! Precision: parameters, gradients, activations and their gradients are stored in the backend's `floatX` (f32 or
+//! bf16, every kernel compiled for both); statistics and AdamW's moments are always f32. With bf16 the backend
+//! also keeps f32 master weights: `load` of the parameters keeps the given values there (the bf16 copy is rounded
+//! from them), AdamW updates them and writes the bf16 copy by stochastic rounding, and `read` of the parameters
+//! returns them, so checkpoints are exact f32 whichever precision trains.
 
-use super::driver::{DeviceBuffer, DeviceSlice, DeviceTokens, Driver};
+use super::driver::{DType, DeviceBuffer, DeviceSlice, DeviceTokens, Driver};
 use super::{adamw, attention, classifier, encoder, flash_attention, gelu, global_norm, layernorm, matmul, residual};
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::cpu::adamw::AdamWStep;
 use crate::error::{Error, Result};
 use crate::layout::{Buf, Tensor};
 use std::rc::Rc;
 
-/// Device memory for every buffer, the batch's tokens, and the global norm's per-block partial sums.
+/// Device memory for every buffer, the master weights (bf16), the batch's tokens (and the input positions sorted
+/// by token, for the encoder's backward pass), and the global norm's per-block partial sums.
 pub struct GpuBackend {
     driver: Rc<dyn Driver>,
+    precision: Precision,
     bufs: [Option<DeviceBuffer>; Buf::COUNT],
+    /// f32 master weights, Params' layout; only with bf16 parameters.
+    master: Option<DeviceBuffer>,
     inputs: Option<DeviceTokens>,
+    input_order: Option<DeviceTokens>,
     targets: Option<DeviceTokens>,
     norm_partials: DeviceBuffer,
 }
 
 impl GpuBackend {
-    pub fn new(driver: Rc<dyn Driver>) -> Result<Self> {
+    pub fn new(driver: Rc<dyn Driver>, precision: Precision) -> Result<Self> {
         let norm_partials = DeviceBuffer::new(&driver, global_norm::SLICES)?;
-        Ok(GpuBackend { driver, bufs: Default::default(), inputs: None, targets: None, norm_partials })
+        Ok(GpuBackend {
+            driver,
+            precision,
+            bufs: Default::default(),
+            master: None,
+            inputs: None,
+            input_order: None,
+            targets: None,
+            norm_partials,
+        })
+    }
+
+    /// The element type of `buf` at this precision.
+    fn dtype(&self, buf: Buf) -> DType {
+        match (buf, self.precision) {
+            (Buf::AdamM | Buf::AdamV | Buf::Stats, _) | (_, Precision::Fp32) => DType::F32,
+            (Buf::Params | Buf::Grads | Buf::Acts | Buf::GradActs, Precision::Bf16) => DType::Bf16,
+        }
     }
 
     /// The device address range of `tensor`.
@@ -34,6 +62,12 @@ impl GpuBackend {
             Some(buf) => buf.at(tensor.offset, tensor.len),
             None => panic!("{tensor:?} in a buffer that was never reserved"),
         }
+    }
+
+    /// The master weights of the parameter tensor `params`, when there are any.
+    fn master(&self, params: Tensor) -> Option<DeviceSlice> {
+        debug_assert_eq!(params.buf, Buf::Params);
+        self.master.as_ref().map(|m| m.at(params.offset, params.len))
     }
 
     fn tokens<'a>(tokens: &'a Option<DeviceTokens>, what: &str) -> Result<&'a DeviceTokens> {
@@ -61,12 +95,17 @@ impl Backend for GpuBackend {
         self.driver.memory_available()
     }
 
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
     fn reserve(&mut self, buf: Buf, len: usize) -> Result<()> {
+        let dtype = self.dtype(buf);
         let slot = &mut self.bufs[buf.index()];
         if slot.as_ref().is_none_or(|b| b.len() < len) {
             // Free the old allocation first so the device never holds both.
             *slot = None;
-            let fresh = DeviceBuffer::new(&self.driver, len)?;
+            let fresh = DeviceBuffer::typed(&self.driver, len, dtype)?;
             fresh.zero()?;
             *slot = Some(fresh);
         }
@@ -74,24 +113,32 @@ impl Backend for GpuBackend {
     }
 
     fn load(&mut self, buf: Buf, data: Vec<f32>) -> Result<()> {
+        let dtype = self.dtype(buf);
+        if buf == Buf::Params && dtype != DType::F32 {
+            self.master = None;
+            self.master = Some(DeviceBuffer::from_host(&self.driver, &data)?);
+        }
         let slot = &mut self.bufs[buf.index()];
         *slot = None;
-        *slot = Some(DeviceBuffer::from_host(&self.driver, &data)?);
+        *slot = Some(DeviceBuffer::from_host_as(&self.driver, &data, dtype)?);
         Ok(())
     }
 
     fn read(&self, src: Tensor, dst: &mut [f32]) -> Result<()> {
-        assert_eq!(src.len, dst.len(), "reading {src:?} into {} floats", dst.len());
-        self.driver.copy_to_host(bytemuck::cast_slice_mut(dst), self.dev(src).ptr)
+        let slice = match src.buf {
+            Buf::Params => self.master(src).unwrap_or_else(|| self.dev(src)),
+            _ => self.dev(src),
+        };
+        slice.read_into(&*self.driver, dst)
     }
 
     fn zero(&mut self, dst: Tensor) -> Result<()> {
-        let d = self.dev(dst);
-        self.driver.memset_zero(d.ptr, d.len * std::mem::size_of::<f32>())
+        self.dev(dst).zero(&*self.driver)
     }
 
     fn set_tokens(&mut self, inputs: &[u32], targets: Option<&[u32]>) -> Result<()> {
         Self::upload_tokens(&self.driver, &mut self.inputs, inputs)?;
+        Self::upload_tokens(&self.driver, &mut self.input_order, &encoder::token_order(inputs))?;
         if let Some(targets) = targets {
             Self::upload_tokens(&self.driver, &mut self.targets, targets)?;
         }
@@ -113,7 +160,9 @@ impl Backend for GpuBackend {
         c: usize,
     ) -> Result<()> {
         let inputs = Self::tokens(&self.inputs, "inputs")?;
-        encoder::encoder_backward(&*self.driver, self.dev(dwte), self.dev(dwpe), self.dev(dout), inputs, b, t, c)
+        let order = Self::tokens(&self.input_order, "inputs")?;
+        let (dwte, dwpe, dout) = (self.dev(dwte), self.dev(dwpe), self.dev(dout));
+        encoder::encoder_backward(&*self.driver, dwte, dwpe, dout, inputs, order, b, t, c)
     }
 
     fn layernorm_forward(
@@ -292,7 +341,9 @@ impl Backend for GpuBackend {
     }
 
     fn adamw_update(&mut self, params: Tensor, grads: Tensor, m: Tensor, v: Tensor, hp: &AdamWStep) -> Result<()> {
+        // The stochastic rounding's seed differs by step and by tensor, and is the same in every run.
+        let seed = (hp.step as u64).wrapping_mul(0x9E37_79B9).wrapping_add(params.offset as u64) as u32;
         let d = |x| self.dev(x);
-        adamw::adamw_update(&*self.driver, d(params), d(grads), d(m), d(v), hp)
+        adamw::adamw_update(&*self.driver, d(params), self.master(params), d(grads), d(m), d(v), hp, seed)
     }
 }

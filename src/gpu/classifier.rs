@@ -28,5 +28,6 @@ pub fn fused_classifier(
         Arg::F32(dloss.unwrap_or(0.0)),
         Arg::I32(dloss.is_some() as i32),
     ];
-    driver.launch("fused_classifier", ((b * t) as u32, 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+    losses.expect_f32("fused_classifier", "losses")?;
+    driver.launch("fused_classifier", logits.dtype, ((b * t) as u32, 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
 }

@@ -87,7 +87,9 @@ pub fn flash_attention_forward(
     ];
     let grid = (t.div_ceil(TILE) as u32, (b * nh) as u32, 1);
     let shared = forward_shared_bytes(c / nh) as u32;
-    driver.launch("flash_attention_forward", grid, (THREADS, 1, 1), shared, &args)
+    let floatx = DeviceSlice::common_dtype("flash_attention_forward", &[out, qkv])?;
+    lse.expect_f32("flash_attention_forward", "lse")?;
+    driver.launch("flash_attention_forward", floatx, grid, (THREADS, 1, 1), shared, &args)
 }
 
 /// dqkv: (B, T, 3C) accumulates; dout, out: (B, T, C); qkv: (B, T, 3C); lse: (B, T, NH).
@@ -119,5 +121,7 @@ pub fn flash_attention_backward(
     // z = 0: key blocks (dk, dv), z = 1: query blocks (dq).
     let grid = (t.div_ceil(TILE) as u32, (b * nh) as u32, 2);
     let shared = backward_shared_bytes(c / nh) as u32;
-    driver.launch("flash_attention_backward", grid, (THREADS, 1, 1), shared, &args)
+    let floatx = DeviceSlice::common_dtype("flash_attention_backward", &[dqkv, dout, qkv, out])?;
+    lse.expect_f32("flash_attention_backward", "lse")?;
+    driver.launch("flash_attention_backward", floatx, grid, (THREADS, 1, 1), shared, &args)
 }

@@ -11,7 +11,8 @@ pub const SLICES: usize = 64;
 /// sum of squares of grads: (N). `partials` is a device buffer of at least SLICES floats.
 pub fn global_norm_squared(driver: &dyn Driver, partials: &DeviceBuffer, grads: DeviceSlice) -> Result<f64> {
     let args = [partials.slice().arg(), grads.arg(), Arg::I32(grads.len as i32)];
-    driver.launch("global_norm_squared", (SLICES as u32, 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)?;
+    partials.slice().expect_f32("global_norm_squared", "partials")?;
+    driver.launch("global_norm_squared", grads.dtype, (SLICES as u32, 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)?;
     let host = partials.read()?;
     Ok(host[..SLICES].iter().map(|&p| p as f64).sum())
 }

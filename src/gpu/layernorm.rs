@@ -30,7 +30,11 @@ pub fn layernorm_forward(
         Arg::I32(t as i32),
         Arg::I32(c as i32),
     ];
-    driver.launch("layernorm_forward", (blocks_for(b * t * WARP, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+    let floatx = DeviceSlice::common_dtype("layernorm_forward", &[out, inp, weight, bias])?;
+    mean.expect_f32("layernorm_forward", "mean")?;
+    rstd.expect_f32("layernorm_forward", "rstd")?;
+    let grid = (blocks_for(b * t * WARP, BLOCK), 1, 1);
+    driver.launch("layernorm_forward", floatx, grid, (BLOCK_SIZE, 1, 1), 0, &args)
 }
 
 /// residual = inp1 + inp2 and out = layernorm(residual) in one pass per row. residual, out, inp1, inp2:
@@ -63,8 +67,12 @@ pub fn fused_residual_layernorm_forward(
         Arg::I32(t as i32),
         Arg::I32(c as i32),
     ];
+    let kernel = "fused_residual_layernorm_forward";
+    let floatx = DeviceSlice::common_dtype(kernel, &[residual, out, inp1, inp2, weight, bias])?;
+    mean.expect_f32(kernel, "mean")?;
+    rstd.expect_f32(kernel, "rstd")?;
     let grid = (blocks_for(b * t * WARP, BLOCK), 1, 1);
-    driver.launch("fused_residual_layernorm_forward", grid, (BLOCK_SIZE, 1, 1), 0, &args)
+    driver.launch(kernel, floatx, grid, (BLOCK_SIZE, 1, 1), 0, &args)
 }
 
 /// dinp: (B, T, C), dweight, dbias: (C) accumulate; dout, inp: (B, T, C); weight: (C); mean, rstd: (B, T).
@@ -83,12 +91,16 @@ pub fn layernorm_backward(
     t: usize,
     c: usize,
 ) -> Result<()> {
+    let floatx = DeviceSlice::common_dtype("layernorm_backward", &[dinp, dweight, dbias, dout, inp, weight])?;
+    mean.expect_f32("layernorm_backward", "mean")?;
+    rstd.expect_f32("layernorm_backward", "rstd")?;
     let sizes = [Arg::I32(b as i32), Arg::I32(t as i32), Arg::I32(c as i32)];
     let dinp_args =
         [dinp.arg(), dout.arg(), inp.arg(), weight.arg(), mean.arg(), rstd.arg(), sizes[0], sizes[1], sizes[2]];
     let grid = (blocks_for(b * t * WARP, BLOCK), 1, 1);
-    driver.launch("layernorm_backward_dinp", grid, (BLOCK_SIZE, 1, 1), 0, &dinp_args)?;
+    driver.launch("layernorm_backward_dinp", floatx, grid, (BLOCK_SIZE, 1, 1), 0, &dinp_args)?;
     let dparams_args =
         [dweight.arg(), dbias.arg(), dout.arg(), inp.arg(), mean.arg(), rstd.arg(), sizes[0], sizes[1], sizes[2]];
-    driver.launch("layernorm_backward_dparams", (blocks_for(c, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &dparams_args)
+    let grid = (blocks_for(c, BLOCK), 1, 1);
+    driver.launch("layernorm_backward_dparams", floatx, grid, (BLOCK_SIZE, 1, 1), 0, &dparams_args)
 }

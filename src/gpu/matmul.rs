@@ -14,8 +14,9 @@ pub fn matmul_backward_bias(
     t: usize,
     oc: usize,
 ) -> Result<()> {
+    let floatx = DeviceSlice::common_dtype("matmul_backward_bias", &[dbias, dout])?;
     let args = [dbias.arg(), dout.arg(), Arg::I32(b as i32), Arg::I32(t as i32), Arg::I32(oc as i32)];
-    driver.launch("matmul_backward_bias", (blocks_for(oc, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
+    driver.launch("matmul_backward_bias", floatx, (blocks_for(oc, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
 }
 
 /// out: (B, T, OC) = inp: (B, T, C) · weightᵀ, weight: (OC, C), plus bias: (OC) when given.
@@ -32,13 +33,16 @@ pub fn matmul_forward(
     oc: usize,
 ) -> Result<()> {
     let n = b * t;
+    let floatx = DeviceSlice::common_dtype("matmul_forward", &[out, inp, weight])?;
     // Start every output row at the bias and let the product accumulate on top, as the CPU does.
     if let Some(bias) = bias {
         let args = [out.arg(), bias.arg(), Arg::I32(b as i32), Arg::I32(t as i32), Arg::I32(oc as i32)];
-        driver.launch("matmul_bias_broadcast", (blocks_for(n * oc, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)?;
+        DeviceSlice::common_dtype("matmul_forward", &[out, bias])?;
+        let grid = (blocks_for(n * oc, BLOCK), 1, 1);
+        driver.launch("matmul_bias_broadcast", floatx, grid, (BLOCK_SIZE, 1, 1), 0, &args)?;
     }
     // out (n, oc) = inp (n, c) · weightᵀ, weight stored (oc, c).
-    driver.sgemm(false, true, n, oc, c, inp.ptr, weight.ptr, out.ptr, bias.is_some())
+    driver.gemm(floatx, false, true, n, oc, c, inp.ptr, weight.ptr, out.ptr, bias.is_some())
 }
 
 /// dinp: (B, T, C), dweight: (OC, C), dbias: (OC) accumulate; dout: (B, T, OC); inp: (B, T, C); weight: (OC, C).
@@ -57,10 +61,11 @@ pub fn matmul_backward(
     oc: usize,
 ) -> Result<()> {
     let n = b * t;
+    let floatx = DeviceSlice::common_dtype("matmul_backward", &[dinp, dweight, dout, inp, weight])?;
     // dinp (n, c) += dout (n, oc) · weight (oc, c)
-    driver.sgemm(false, false, n, c, oc, dout.ptr, weight.ptr, dinp.ptr, true)?;
+    driver.gemm(floatx, false, false, n, c, oc, dout.ptr, weight.ptr, dinp.ptr, true)?;
     // dweight (oc, c) += doutᵀ · inp (n, c), dout stored (n, oc).
-    driver.sgemm(true, false, oc, c, n, dout.ptr, inp.ptr, dweight.ptr, true)?;
+    driver.gemm(floatx, true, false, oc, c, n, dout.ptr, inp.ptr, dweight.ptr, true)?;
     match dbias {
         Some(dbias) => matmul_backward_bias(driver, dbias, dout, b, t, oc),
         None => Ok(()),

@@ -26,9 +26,11 @@ pub const BLOCK_SIZE: u32 = 256;
 pub(crate) const BLOCK: usize = BLOCK_SIZE as usize;
 /// Threads in a warp; kernels that map one row to one warp need rows * WARP threads.
 pub(crate) const WARP: usize = 32;
-/// Floats in one 128-bit load or store (kernels/common.cuh `F128_FLOATS`): the memory-bound kernels give each
-/// thread a group of this many consecutive elements.
-pub(crate) const F128_FLOATS: usize = 4;
+/// Elements of `floatX` in one 128-bit load or store (kernels/common.cuh `GROUP`): 4 floats or 8 bf16. The
+/// memory-bound kernels give each thread a group of this many consecutive elements.
+pub(crate) fn group(floatx: driver::DType) -> usize {
+    16 / floatx.size()
+}
 
 /// Fat binaries built by build.rs (feature `cuda`): (kernel file, fatbin) and (kernel, kernel file).
 #[cfg(feature = "cuda")]

@@ -25,6 +25,9 @@ pub struct Args {
     out: PathBuf,
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
+    /// Storage precision on a GPU (default bf16; the CPU computes in fp32).
+    #[arg(long, value_enum)]
+    precision: Option<llmrs::backend::Precision>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -44,7 +47,7 @@ pub fn run(args: &Args) -> Result<()> {
             format!("expected 1 to {} tokens (the model's maxT), found {}", config.max_seq_len, tokens.len()),
         ));
     }
-    let (backend, _) = llmrs::backend::open(args.device)?;
+    let (backend, _) = llmrs::backend::open(args.device, args.precision)?;
     let mut model = GPT2::with_backend(config, params, backend)?;
     model.forward(&tokens, None, 1, tokens.len())?;
     let map = model.attention_map(0, args.layer, args.head).map_err(|e| match e {

@@ -36,6 +36,9 @@ pub struct Args {
     tokenizer: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     device: Device,
+    /// Storage precision on a GPU (default bf16; the CPU computes in fp32).
+    #[arg(long, value_enum)]
+    precision: Option<llmrs::backend::Precision>,
 }
 
 /// The model file `path` names: the file itself, or in a run directory the final model or the newest checkpoint.
@@ -92,7 +95,7 @@ pub fn run(args: &Args) -> Result<()> {
     if context == 0 {
         return Err(Error::config("--context", "must be at least 1, found 0"));
     }
-    let (backend, _) = llmrs::backend::open(args.device)?;
+    let (backend, _) = llmrs::backend::open(args.device, args.precision)?;
     eprintln!("{}: {:.2}M parameters on {}", path.display(), config.num_parameters() as f64 / 1e6, backend.name());
     let mut model = GPT2::with_backend(config, params, backend)?;
 
