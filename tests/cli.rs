@@ -463,7 +463,7 @@ fn checkpoint_with_absurd_sizes_is_refused() {
     patch_header(&model, 4, 1 << 30); // L
     patch_header(&model, 6, 1 << 30); // C
     let out = run_from_checkpoint(dir.path(), &model);
-    assert_error(&out, &["model_in.bin", "parameters"]);
+    assert_error(&out, &["model_in.bin", "parameters is more than this trainer supports"]);
 }
 
 #[test]
@@ -546,7 +546,7 @@ fn tokenizer_whose_eot_is_outside_the_model_vocabulary_is_refused_up_front() {
         ("--sample-every", "100"),
         ("--gen-tokens", "2"),
     ]));
-    assert_error(&out, &["--tokenizer", "tok.bin"]);
+    assert_error(&out, &["--tokenizer", "tok.bin", "512 tokens", "vocabulary has 300"]);
     assert!(!out.stdout.contains("train loss"), "should fail before training:\n{}", out.stdout);
 }
 
@@ -578,7 +578,7 @@ fn val_batches_zero_is_refused() {
 fn batch_size_so_large_that_b_times_t_overflows_is_refused() {
     // 2^54 * 1024 = 2^64 wraps to 0 in B*T.
     let out = run(tiny(&[("--batch-size", "18014398509481984"), ("--seq-len", "1024")]));
-    assert_error(&out, &["--batch-size"]);
+    assert_error(&out, &["--batch-size", "B=18014398509481984 times T=1024", "more than 2147483647"]);
 }
 
 #[test]
@@ -654,6 +654,27 @@ fn warmup_longer_than_the_run_ramps_the_lr_through_every_step() {
     for (got, want) in lrs.iter().zip(want) {
         assert!((got - want).abs() < 1e-9, "lr {got} vs {want}");
     }
+}
+
+#[test]
+fn max_skips_zero_is_refused() {
+    assert_error(&run(tiny(&[("--max-skips", "0")])), &["--max-skips", "found 0"]);
+}
+
+#[test]
+fn negative_skip_loss_z_is_refused() {
+    let args: Vec<String> = tiny(&[]).into_iter().chain(["--skip-loss-z=-1".to_string()]).collect();
+    assert_error(&run(args), &["--skip-loss-z", ">= 0", "found -1"]);
+}
+
+#[test]
+fn recompute_level_three_is_a_usage_error() {
+    assert_usage_error(&run(tiny(&[("--recompute", "3")])), &["--recompute", "0..=2"]);
+}
+
+#[test]
+fn checkpoint_every_without_out_is_refused() {
+    assert_error(&run(tiny(&[("--checkpoint-every", "2")])), &["--checkpoint-every", "needs --out"]);
 }
 
 #[test]
@@ -735,7 +756,14 @@ fn unknown_device_is_a_usage_error() {
 fn a_run_larger_than_memory_is_refused_with_its_plan_before_allocating() {
     // 100k sequences of 1024 tokens need tens of terabytes of logits: more than any test machine has.
     let out = run(tiny(&[("--batch-size", "100000"), ("--seq-len", "1024"), ("--max-seq-len", "1024")]));
-    assert_error(&out, &["not enough memory", "activations", "--batch-size"]);
+    assert_error(&out, &["not enough memory", "training needs", "parameters", "activations", "--batch-size"]);
+}
+
+#[test]
+fn a_model_larger_than_the_trainer_supports_is_refused_before_allocating() {
+    // A million layers: 12.7 billion parameters, past the i32 element offsets llm.c's layout uses.
+    let out = run(tiny(&[("--layers", "1000000")]));
+    assert_error(&out, &["model size", "--layers", "12705642560 parameters", "more than this trainer supports"]);
 }
 
 /// A tiny run of 12 steps on the built-in (shuffled) data, checkpointing every 4 steps into `out`.

@@ -396,3 +396,15 @@ fn cli_reports_bad_input_in_one_line_and_writes_nothing() {
     assert_mentions(&stderr, &["error:", "config.json"]);
     assert!(!out.exists(), "nothing may be written when the import fails");
 }
+
+#[test]
+fn sharded_weights_are_refused_naming_the_index() {
+    let dir = TempDir::new().unwrap();
+    std::fs::copy(fixture().join("config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::write(dir.path().join("model.safetensors.index.json"), "{}").unwrap();
+    let out = dir.path().join("model.bin");
+    let (code, _, stderr) = llmrs(&["import-hf", dir.path().to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_mentions(&stderr, &["error:", "weights", "model.safetensors.index.json", "does not merge"]);
+    assert!(!out.exists(), "nothing may be written when the import fails");
+}

@@ -62,7 +62,7 @@ fn runs_lists_every_run_sorted_with_the_settings_that_differ() {
 fn runs_names_what_is_wrong_with_bad_input() {
     let dir = TempDir::new().unwrap();
     let (ok, _, stderr) = run(env!("CARGO_BIN_EXE_llmrs"), &["runs", dir.path().join("missing").to_str().unwrap()]);
-    assert!(!ok && stderr.contains("missing") && stderr.starts_with("error:"), "{stderr}");
+    assert!(!ok && stderr.starts_with("error: cannot list runs in") && stderr.contains("missing"), "{stderr}");
     let (ok, _, stderr) = run(env!("CARGO_BIN_EXE_llmrs"), &["runs", dir.path().to_str().unwrap()]);
     assert!(!ok && stderr.contains("no run.json"), "{stderr}");
 
@@ -139,9 +139,9 @@ fn sample_names_what_is_wrong_with_bad_input() {
     let out = dir.path().join("run");
     train(&out, &[]);
     let (ok, _, stderr) = run(llmrs, &["sample", out.to_str().unwrap(), "--temperature", "-1"]);
-    assert!(!ok && stderr.contains("--temperature"), "{stderr}");
+    assert!(!ok && stderr.contains("--temperature") && stderr.contains("found -1"), "{stderr}");
     let (ok, _, stderr) = run(llmrs, &["sample", out.to_str().unwrap(), "--context", "0"]);
-    assert!(!ok && stderr.contains("--context"), "{stderr}");
+    assert!(!ok && stderr.contains("--context") && stderr.contains("found 0"), "{stderr}");
     // A model whose vocabulary is not GPT-2's needs its tokenizer.
     let small = llmrs::GPT2Config {
         max_seq_len: 16,

@@ -1,11 +1,19 @@
 //! The emulator driver: kernels/*.cu compiled by the host C++ compiler against dev/emu (build.rs, feature `emu`)
 //! and run on the CPU, one fiber per CUDA thread. "Device" memory is host memory, poisoned with NaN bytes when
 //! allocated, and every copy is checked against the allocation it touches, as a GPU would fault.
+//!
+//! By default the device has the host's memory. `LLMRS_EMU_MEMORY=SIZE` (bytes, or with a K, M or G suffix for
+//! KiB, MiB, GiB) gives it SIZE instead, so the trainer's out-of-memory paths can be tested without a GPU: an
+//! allocation that would take the total allocated past SIZE fails with `Error::OutOfMemory`, as cudaMalloc would,
+//! and `memory_available` reports SIZE minus what is allocated. `LLMRS_EMU_MEMORY=SIZE,hidden` keeps the limit
+//! but makes `memory_available` return None, a driver that cannot tell, so the planning check passes and the
+//! failure comes from an allocation mid-run. A malformed value fails every allocation with an error naming the
+//! variable; the backend allocates when it opens, so the run stops there.
 
 use super::driver::{Arg, DType, DevicePtr, Dim3, Driver};
 use crate::error::{Error, Result};
 use std::alloc::Layout;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, c_void, CString};
 
@@ -34,15 +42,65 @@ extern "C" {
     ) -> c_int;
 }
 
-/// The emulated device: its allocations by start address.
+/// The variable that gives the emulated device a memory size (see the module comment).
+const MEMORY_VAR: &str = "LLMRS_EMU_MEMORY";
+
+/// How much memory the emulated device has.
+#[derive(Default)]
+enum DeviceMemory {
+    /// The host's (no LLMRS_EMU_MEMORY).
+    #[default]
+    Host,
+    /// `bytes` in all; `reported`: whether `memory_available` tells what is left.
+    Capped { bytes: usize, reported: bool },
+    /// LLMRS_EMU_MEMORY could not be read: what was wrong.
+    Malformed(String),
+}
+
+impl DeviceMemory {
+    fn from_env() -> Self {
+        match std::env::var(MEMORY_VAR) {
+            Err(std::env::VarError::NotPresent) => DeviceMemory::Host,
+            Ok(value) => Self::parse(&value).unwrap_or_else(|| {
+                DeviceMemory::Malformed(format!(
+                    "expected bytes with an optional K, M or G suffix and an optional \",hidden\" (as in 64M or \
+                     64M,hidden), found {value:?}"
+                ))
+            }),
+            Err(e) => DeviceMemory::Malformed(e.to_string()),
+        }
+    }
+
+    /// "SIZE" or "SIZE,hidden", SIZE a count of bytes with an optional K, M or G (binary) suffix.
+    fn parse(value: &str) -> Option<Self> {
+        let (size, reported) = match value.strip_suffix(",hidden") {
+            Some(size) => (size, false),
+            None => (value, true),
+        };
+        let (digits, unit) = match size.as_bytes().last()? {
+            b'K' | b'k' => (&size[..size.len() - 1], 1 << 10),
+            b'M' | b'm' => (&size[..size.len() - 1], 1 << 20),
+            b'G' | b'g' => (&size[..size.len() - 1], 1 << 30),
+            _ => (size, 1),
+        };
+        let bytes = digits.parse::<usize>().ok()?.checked_mul(unit)?;
+        Some(DeviceMemory::Capped { bytes, reported })
+    }
+}
+
+/// The emulated device: its allocations by start address, their total, and its memory size.
 #[derive(Default)]
 pub struct EmuDriver {
     allocations: RefCell<BTreeMap<DevicePtr, Layout>>,
+    /// Bytes of all live allocations.
+    allocated: Cell<usize>,
+    memory: DeviceMemory,
 }
 
 impl EmuDriver {
+    /// A device with the memory LLMRS_EMU_MEMORY gives it, else the host's.
     pub fn new() -> Self {
-        EmuDriver::default()
+        EmuDriver { memory: DeviceMemory::from_env(), ..EmuDriver::default() }
     }
 
     /// Checks that [ptr, ptr + bytes) lies inside one live allocation.
@@ -66,12 +124,27 @@ impl Driver for EmuDriver {
     }
 
     fn memory_available(&self) -> Option<usize> {
-        crate::cpu::backend::host_memory_available()
+        match self.memory {
+            DeviceMemory::Host => crate::cpu::backend::host_memory_available(),
+            DeviceMemory::Capped { bytes, reported: true } => Some(bytes.saturating_sub(self.allocated.get())),
+            DeviceMemory::Capped { reported: false, .. } | DeviceMemory::Malformed(_) => None,
+        }
     }
 
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
         let layout = Layout::from_size_align(bytes.max(1), ALIGN)
             .map_err(|e| Error::config("emu", format!("cannot allocate {bytes} bytes: {e}")))?;
+        let allocated = self.allocated.get();
+        match &self.memory {
+            DeviceMemory::Malformed(message) => return Err(Error::config(MEMORY_VAR, message.clone())),
+            DeviceMemory::Capped { bytes: cap, .. } if layout.size() > cap.saturating_sub(allocated) => {
+                return Err(Error::OutOfMemory(format!(
+                    "the emulator could not allocate {bytes} bytes: {allocated} of the {cap} that {MEMORY_VAR} \
+                     gives it are in use"
+                )))
+            }
+            _ => {}
+        }
         // SAFETY: the layout has a non-zero size; the pointer is checked for null before use.
         let ptr = unsafe { std::alloc::alloc(layout) };
         if ptr.is_null() {
@@ -80,11 +153,13 @@ impl Driver for EmuDriver {
         // SAFETY: ptr points at layout.size() freshly allocated bytes.
         unsafe { std::ptr::write_bytes(ptr, 0xFF, layout.size()) };
         self.allocations.borrow_mut().insert(ptr as DevicePtr, layout);
+        self.allocated.set(allocated + layout.size());
         Ok(ptr as DevicePtr)
     }
 
     fn free(&self, ptr: DevicePtr) {
         if let Some(layout) = self.allocations.borrow_mut().remove(&ptr) {
+            self.allocated.set(self.allocated.get() - layout.size());
             // SAFETY: ptr came from alloc with this layout and is removed from the map, so it is freed once.
             unsafe { std::alloc::dealloc(ptr as *mut u8, layout) };
         }
