@@ -673,6 +673,17 @@ fn recompute_level_three_is_a_usage_error() {
 }
 
 #[test]
+fn bf16_on_the_cpu_is_refused_naming_the_flag() {
+    let out = run(tiny(&[("--device", "cpu"), ("--precision", "bf16")]));
+    assert_error(&out, &["--precision", "bf16 needs a GPU", "fp32 only"]);
+}
+
+#[test]
+fn an_unknown_precision_is_a_usage_error() {
+    assert_usage_error(&run(tiny(&[("--precision", "fp16")])), &["--precision", "fp16", "fp32, bf16"]);
+}
+
+#[test]
 fn checkpoint_every_without_out_is_refused() {
     assert_error(&run(tiny(&[("--checkpoint-every", "2")])), &["--checkpoint-every", "needs --out"]);
 }

@@ -7,6 +7,7 @@
 //! The CPU's counterpart, a run of absurd size refused with its plan before anything is allocated, is
 //! `tests/cli.rs::a_run_larger_than_memory_is_refused_with_its_plan_before_allocating`.
 
+use llmrs::backend::Precision;
 use llmrs::layout::Recompute;
 use llmrs::model::MemoryPlan;
 use llmrs::GPT2Config;
@@ -14,14 +15,14 @@ use std::path::Path;
 use std::process::Command;
 use tempfile::TempDir;
 
-/// The model and batch every test runs: big enough that its plan reads as whole MiB in the messages (about 20),
-/// small enough to train a step on the emulator in a second or two.
+/// The model and batch every test runs: big enough that its plan reads as whole MiB in the messages (about 25 in
+/// bf16, the emulator's default precision), small enough to train a step on the emulator in a second or two.
 const LAYERS: usize = 2;
 const CHANNELS: usize = 128;
 const HEADS: usize = 4;
 const VOCAB: usize = 97;
 const MAX_T: usize = 64;
-const B: usize = 8;
+const B: usize = 16;
 const T: usize = 64;
 
 fn config() -> GPT2Config {
@@ -35,8 +36,9 @@ fn config() -> GPT2Config {
     }
 }
 
+/// The plan the trainer makes on the emulator, whose default precision is a GPU's: bf16.
 fn plan(recompute: Recompute) -> MemoryPlan {
-    MemoryPlan::new(&config(), B, T, recompute)
+    MemoryPlan::in_precision(&config(), B, T, recompute, Precision::Bf16)
 }
 
 /// What a finished run left behind.
