@@ -396,3 +396,62 @@ gpu_test! {
         assert!((fraction - 0.25).abs() < 5.0 * (0.25f64 * 0.75 / n as f64).sqrt(), "fraction rounded up {fraction}");
     }
 }
+
+gpu_test! {
+    /// Checkpoints hold the f32 master weights, so a model trained in bf16 saves and loads in either precision:
+    /// an fp32 file read back into a bf16 model gives the same parameters bit for bit (and a loss within 1e-3: the
+    /// bf16 copy is rounded to nearest on load, stochastically in training), the CPU (fp32) computes nearly the
+    /// same loss from them, and a bf16 (v5) file of them loads into either too.
+    fn a_bf16_model_saves_and_loads_in_either_precision() {
+        use llmrs::backend::Precision;
+        use llmrs::checkpoint::{read_model, write_model, ModelDtype};
+        use llmrs::gpu::backend::GpuBackend;
+        use llmrs::model::{AdamWConfig, GPT2};
+        let config = llmrs::GPT2Config {
+            max_seq_len: 16,
+            vocab_size: 97,
+            padded_vocab_size: llmrs::config::padded_vocab(97),
+            num_layers: 2,
+            num_heads: 3,
+            channels: 48,
+        };
+        let (b, t) = (3, 13);
+        let bf16_model = |params: Vec<f32>| {
+            GPT2::with_backend(config, params, Box::new(GpuBackend::new(driver(), Precision::Bf16).unwrap())).unwrap()
+        };
+        let mut model = bf16_model(GPT2::init_params(&config, 5).unwrap());
+        let mut rng = Rng::new(28);
+        let adamw = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+        for step in 1..=5 {
+            let batch = tokens(&mut rng, b * t + 1, config.vocab_size);
+            model.zero_grad().unwrap();
+            model.forward_backward(&batch[..b * t], &batch[1..], b, t).unwrap();
+            model.update(&adamw, 1e-2, 1.0, step).unwrap();
+        }
+        let trained = model.params().unwrap();
+        assert!(trained.iter().any(|&p| round_bf16(p) != p), "the master weights hold more than bf16 values");
+        let dir = tempfile::TempDir::new().unwrap();
+        let (fp32_file, bf16_file) = (dir.path().join("fp32.bin"), dir.path().join("bf16.bin"));
+        write_model(&fp32_file, &config, &trained, ModelDtype::F32).unwrap();
+        write_model(&bf16_file, &config, &trained, ModelDtype::Bf16).unwrap();
+
+        let batch = tokens(&mut rng, b * t + 1, config.vocab_size);
+        let (inputs, targets) = (&batch[..b * t], &batch[1..]);
+        let want = model.forward(inputs, Some(targets), b, t).unwrap().unwrap();
+        let (_, from_fp32) = read_model(&fp32_file).unwrap();
+        let mut reloaded = bf16_model(from_fp32.clone());
+        assert!(reloaded.params().unwrap() == trained, "an fp32 checkpoint reloads into bf16 bit for bit");
+        // Not bit for bit the same loss: training wrote the bf16 copy by stochastic rounding, loading rounds the
+        // master weights to nearest. Either copy is within half a bf16 step of the same weights.
+        let again = reloaded.forward(inputs, Some(targets), b, t).unwrap().unwrap();
+        assert!((again - want).abs() < 1e-3, "reloaded bf16 loss {again} vs {want}");
+        let cpu_loss = GPT2::new(config, from_fp32).unwrap().forward(inputs, Some(targets), b, t).unwrap().unwrap();
+        eprintln!("loss of the bf16-trained model: bf16 {want}, fp32 cpu {cpu_loss}");
+        assert!((cpu_loss - want).abs() < 0.05, "fp32 cpu loss {cpu_loss} vs bf16 {want}");
+        let (_, from_bf16) = read_model(&bf16_file).unwrap();
+        assert!(from_bf16.iter().zip(&trained).all(|(&r, &p)| r == round_bf16(p)), "v5 holds the rounded weights");
+        assert!(bf16_model(from_bf16.clone()).params().unwrap() == from_bf16, "a v5 file loads into bf16 as it is");
+        let cpu_loss = GPT2::new(config, from_bf16).unwrap().forward(inputs, Some(targets), b, t).unwrap().unwrap();
+        assert!((cpu_loss - want).abs() < 0.05, "fp32 cpu loss of the v5 file {cpu_loss} vs bf16 {want}");
+    }
+}

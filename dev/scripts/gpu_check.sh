@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Checks every CUDA kernel against the CPU reference on a real GPU, with binaries built beforehand elsewhere by
 # dev/scripts/build_for_gpu.sh (this script builds nothing: the GPU machine may have no Rust). Prints one table
-# row per test: result, largest |gpu - cpu| over its comparisons, wall time. The last two tests train a small
-# model on the GPU and on the CPU side by side (library and trainer). Then a short fp32 run of GPT-2 124M with the
-# trainer on the GPU, for its speed. Well inside 10 minutes.
+# row per test: result, largest |gpu - cpu| over its comparisons, wall time; the fp32 kernels (gpu_kernels), then
+# their bf16 builds (gpu_bf16). The trainer tests train a small model on the GPU and on the CPU side by side (fp32
+# within 1e-4, bf16 within 0.05 over 30 steps). Then GPT-2 124M with the trainer on the GPU in bf16 (the default)
+# and in fp32, B=16 T=1024, for tokens/s and MFU; the kernel benches in both precisions. Well inside 10 minutes.
 # Usage: bash dev/scripts/gpu_check.sh [DIR with gpu_kernels and train_gpt2, default target/gpu_check]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,9 +39,11 @@ passed=0 failed=0
 # the emulator's own error reports (named the_emulator_*) mean nothing on a GPU and are left out. The end-to-end
 # test runs the trainer: point it at the carried binary.
 export LLMRS_TRAIN_GPT2="$dir/train_gpt2"
-for name in $("$dir/gpu_kernels" --list --ignored 2>/dev/null | sed -n 's/: test$//p' | grep -v '^the_emulator_'); do
+for bin in gpu_kernels gpu_bf16; do
+[ -x "$dir/$bin" ] || { echo "gpu_check: $dir/$bin missing"; failed=$((failed + 1)); continue; }
+for name in $("$dir/$bin" --list --ignored 2>/dev/null | sed -n 's/: test$//p' | grep -v '^the_emulator_'); do
     start=$(date +%s%N)
-    log=$("$dir/gpu_kernels" --ignored --exact "$name" --nocapture --test-threads 1 2>&1)
+    log=$("$dir/$bin" --ignored --exact "$name" --nocapture --test-threads 1 2>&1)
     status=$?
     ms=$(( ($(date +%s%N) - start) / 1000000 ))
     max=$(printf '%s\n' "$log" | sed -n 's/^.*max |gpu - cpu| [^:]*: //p' | sort -g | tail -n 1)
@@ -48,17 +51,20 @@ for name in $("$dir/gpu_kernels" --list --ignored 2>/dev/null | sed -n 's/: test
     printf '%-72s %-6s %-14s %8s\n' "$name" "$result" "${max:--}" "$ms"
     if [ $status -ne 0 ]; then printf '%s\n' "$log" | grep -E "panicked|vs cpu|error" | head -n 5 | sed 's/^/    /'; fi
 done
-echo "== train_gpt2 --device cuda: GPT-2 124M (d12), fp32, B=16 T=1024, built-in stories, 30 steps (tok/s, MFU)"
-start=$(date +%s%N)
-log=$("$dir/train_gpt2" --device cuda --model d12 -b 16 -t 1024 --steps 30 --val-every 15 --val-batches 2 \
-    --sample-every 0 2>&1)
-status=$?
-ms=$(( ($(date +%s%N) - start) / 1000000 ))
-printf '%s\n' "$log" | grep -E "^(device|model|memory|error)|step +(1|2|10|20|30)/|val loss|done" | sed 's/^/    /'
-if [ $status -eq 0 ]; then result=ok; passed=$((passed + 1)); else result=FAIL; failed=$((failed + 1)); fi
-printf '%-72s %-6s %-14s %8s\n' "train_gpt2 --device cuda (d12, 30 steps)" "$result" "-" "$ms"
+done
+for precision in bf16 fp32; do
+    echo "== train_gpt2 --device cuda --precision $precision: GPT-2 124M (d12), B=16 T=1024, built-in stories, 30 steps"
+    start=$(date +%s%N)
+    log=$("$dir/train_gpt2" --device cuda --precision "$precision" --model d12 -b 16 -t 1024 --steps 30 \
+        --val-every 15 --val-batches 2 --sample-every 0 2>&1)
+    status=$?
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    printf '%s\n' "$log" | grep -E "^(device|model|memory|error)|step +(1|2|10|20|30)/|val loss|done" | sed 's/^/    /'
+    if [ $status -eq 0 ]; then result=ok; passed=$((passed + 1)); else result=FAIL; failed=$((failed + 1)); fi
+    printf '%-72s %-6s %-14s %8s\n' "train_gpt2 --device cuda --precision $precision (d12, 30 steps)" "$result" "-" "$ms"
+done
 if [ -x "$dir/kernels" ]; then
-    echo "== kernel benches at GPT-2 124M shapes (B=8, T=1024): rate and share of the GPU's peak"
+    echo "== kernel benches at GPT-2 124M shapes (B=8, T=1024), fp32 and bf16: rate and share of the GPU's peak"
     # --quick: a few samples each, enough for the table; GPU rows only (the CPU's take minutes at this size).
     LLMRS_BENCH_GPU_ONLY=1 LLMRS_BENCH_BT=${LLMRS_BENCH_BT:-8,1024} timeout 240 "$dir/kernels" --bench --quick 2>/dev/null \
         | sed -n '/^kernels at/,$p'
