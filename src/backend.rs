@@ -21,6 +21,10 @@ pub trait Backend {
     /// The storage precision of parameters, activations and gradients (statistics, master weights and AdamW's
     /// moments are always f32). The CPU is always `Fp32`.
     fn precision(&self) -> Precision;
+    /// Bytes of scratch memory the backend takes besides the model's buffers (cuBLASLt's workspace on a GPU).
+    fn workspace_bytes(&self) -> usize {
+        0
+    }
 
     /// Makes `buf` at least `len` elements long. A buffer that grows loses its contents and reads as zero after.
     fn reserve(&mut self, buf: Buf, len: usize) -> Result<()>;

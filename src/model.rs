@@ -41,6 +41,8 @@ pub struct MemoryPlan {
     /// Activations for one (B, T) and their gradients (one block's, plus the residual stream's), and the f32
     /// statistics.
     pub activations: usize,
+    /// The backend's own scratch memory (cuBLASLt's workspace on a GPU; see `with_workspace`).
+    pub workspace: usize,
 }
 
 impl MemoryPlan {
@@ -65,11 +67,17 @@ impl MemoryPlan {
                 + ActTensors::grad_sizes(config, b, t).total())
                 * x
                 + ActStats::sizes(config, b, t).total() * float,
+            workspace: 0,
         }
     }
 
+    /// The plan with the backend's scratch memory added (`Backend::workspace_bytes`).
+    pub fn with_workspace(self, workspace: usize) -> Self {
+        MemoryPlan { workspace, ..self }
+    }
+
     pub fn total(&self) -> usize {
-        self.parameters + self.master + self.gradients + self.optimizer + self.activations
+        self.parameters + self.master + self.gradients + self.optimizer + self.activations + self.workspace
     }
 }
 
@@ -82,11 +90,15 @@ impl std::fmt::Display for MemoryPlan {
         }
         write!(
             f,
-            ", gradients {:.0}, AdamW state {:.0}, activations {:.0})",
+            ", gradients {:.0}, AdamW state {:.0}, activations {:.0}",
             mib(self.gradients),
             mib(self.optimizer),
             mib(self.activations)
-        )
+        )?;
+        if self.workspace > 0 {
+            write!(f, ", workspace {:.0}", mib(self.workspace))?;
+        }
+        write!(f, ")")
     }
 }
 

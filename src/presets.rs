@@ -87,6 +87,7 @@ pub fn preset_table(
     crate::data::check_sizes(b, t)?;
     let (backend, _) = backend::open(device, precision)?;
     let (name, available, precision) = (backend.name(), backend.memory_available(), backend.precision());
+    let workspace = backend.workspace_bytes();
     drop(backend);
     let smallest = GPT2Config::preset(PRESETS[0].0).expect("listed presets exist");
     let flops_per_sec = measure_training_flops(device, Some(precision), smallest, b, t.min(smallest.max_seq_len))?;
@@ -95,7 +96,7 @@ pub fn preset_table(
         .map(|&(name, ..)| {
             let config = GPT2Config::preset(name).expect("listed presets exist");
             let t = t.min(config.max_seq_len);
-            let plan = MemoryPlan::in_precision(&config, b, t, recompute, precision);
+            let plan = MemoryPlan::in_precision(&config, b, t, recompute, precision).with_workspace(workspace);
             let flops_per_step = config.flops_per_token(t) * (b * t) as f64;
             PresetCost {
                 name,

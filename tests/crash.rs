@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 
-const STEPS: usize = 30;
+const STEPS: usize = 40;
 
 /// The trainer on a tiny model (vocabulary 97, shards next to `out`) with a checkpoint after every step, into
 /// `out`, with `extra` flags.
@@ -55,11 +55,14 @@ fn a_run_killed_at_random_moments_and_resumed_equals_the_uninterrupted_run() {
         let tokens: Vec<u16> = (0..n).map(|i| ((i * 7 + i / 5) % 97) as u16).collect();
         llmrs::data::write_shard(&dir.path().join(name), &tokens).unwrap();
     }
+    let start = std::time::Instant::now();
     assert!(trainer(&whole, &[]).status().unwrap().success());
+    // One step with its metrics line and checkpoint, on this machine now: the kills below wait a random part of it.
+    let step_us = (start.elapsed().as_micros() as usize / STEPS).max(1);
 
     // Kill at random moments tied to progress, not to the clock (a loaded machine would make a timed kill miss):
-    // wait until a random later step has been logged, then a random few milliseconds more, which lands anywhere
-    // in the next step, its metrics line or its checkpoint write.
+    // wait until a random later step has been logged, then a random part of one step's time more, which lands
+    // anywhere in the next step, its metrics line or its checkpoint write.
     let mut rng = Rng::new(2026);
     let (mut kills, mut torn_checkpoints) = (0, 0);
     while kills < 6 {
@@ -73,10 +76,13 @@ fn a_run_killed_at_random_moments_and_resumed_equals_the_uninterrupted_run() {
         while train_steps_logged(&crashed) < target && child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(rng.below(15) as u64));
-        if child.try_wait().unwrap().is_some() {
+        std::thread::sleep(Duration::from_micros(rng.below(step_us) as u64));
+        if let Some(status) = child.try_wait().unwrap() {
+            // A fast machine can finish the last few steps inside the extra milliseconds: then the run is complete
+            // and there is nothing left to kill.
             let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
-            panic!("the trainer ended before it was killed: {stderr}");
+            assert!(status.success(), "the trainer failed before it was killed: {stderr}");
+            break;
         }
         child.kill().unwrap();
         child.wait().unwrap();
@@ -92,6 +98,7 @@ fn a_run_killed_at_random_moments_and_resumed_equals_the_uninterrupted_run() {
         }
     }
     eprintln!("killed the trainer {kills} times, {torn_checkpoints} of them inside a checkpoint write");
+    assert!(kills >= 3, "only {kills} kills landed before the run ended; the test needs several");
     if !crashed.join("model.bin").exists() {
         let out = trainer(&crashed, &["--resume"]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

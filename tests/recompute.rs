@@ -63,7 +63,9 @@ fn recomputing_changes_no_bit_on_the_cpu_and_saves_memory() {
 #[test]
 fn gpt2_124m_at_t_1024_and_b_16_fits_a_12_gb_card_in_bf16_with_recompute() {
     let d12 = GPT2Config::preset("d12").unwrap();
-    let plan = |recompute, precision| MemoryPlan::in_precision(&d12, 16, 1024, recompute, precision);
+    // With the 32 MiB cuBLASLt workspace the CUDA backend adds (src/gpu/cuda.rs).
+    let plan =
+        |recompute, precision| MemoryPlan::in_precision(&d12, 16, 1024, recompute, precision).with_workspace(32 << 20);
     for recompute in [Recompute::Nothing, Recompute::Gelu, Recompute::GeluAndLayerNorm] {
         eprintln!(
             "d12 B=16 T=1024 {recompute:?}: {} | {}",
@@ -78,6 +80,7 @@ fn gpt2_124m_at_t_1024_and_b_16_fits_a_12_gb_card_in_bf16_with_recompute() {
     // bf16 stores parameters, gradients and activations in half the bytes and adds f32 master weights.
     let n = d12.num_parameters();
     assert_eq!((bf16.parameters, bf16.master, bf16.gradients, bf16.optimizer), (2 * n, 4 * n, 2 * n, 8 * n));
+    assert!(bf16.to_string().ends_with(", workspace 32)"), "the plan names the workspace: {bf16}");
 }
 
 #[test]

@@ -382,7 +382,8 @@ fn build_model(source: ModelSource, seed: u64, backend: Box<dyn Backend>) -> Res
 fn check_memory(plan: &MemoryPlan, backend: &dyn Backend, cfg: &GPT2Config, args: &Args) -> Result<()> {
     let Some(available) = backend.memory_available().filter(|&free| plan.total() > free) else { return Ok(()) };
     let slim =
-        MemoryPlan::in_precision(cfg, args.batch_size, args.seq_len, Recompute::GeluAndLayerNorm, plan.precision);
+        MemoryPlan::in_precision(cfg, args.batch_size, args.seq_len, Recompute::GeluAndLayerNorm, plan.precision)
+            .with_workspace(plan.workspace);
     let suggestion = if args.recompute < 2 && slim.total() <= available {
         format!("--recompute 2 would need {:.0} MiB and fit", slim.total() as f64 / (1024.0 * 1024.0))
     } else {
@@ -532,7 +533,8 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
     }
     // B*T must fit an i32 before the plan multiplies it by the model's sizes.
     llmrs::data::check_sizes(args.batch_size, args.seq_len)?;
-    let plan = MemoryPlan::in_precision(&cfg, args.batch_size, args.seq_len, recompute(args), backend.precision());
+    let plan = MemoryPlan::in_precision(&cfg, args.batch_size, args.seq_len, recompute(args), backend.precision())
+        .with_workspace(backend.workspace_bytes());
     check_memory(&plan, &*backend, &cfg, args)?;
     let shuffle = (!args.no_shuffle).then_some(args.seed);
     let (mut train_loader, mut val_loader) = load_data(args, shuffle)?;

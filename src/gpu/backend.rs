@@ -99,6 +99,10 @@ impl Backend for GpuBackend {
         self.precision
     }
 
+    fn workspace_bytes(&self) -> usize {
+        self.driver.workspace_bytes()
+    }
+
     fn reserve(&mut self, buf: Buf, len: usize) -> Result<()> {
         let dtype = self.dtype(buf);
         let slot = &mut self.bufs[buf.index()];

@@ -6,8 +6,8 @@
 use super::driver::{Arg, DType, DevicePtr, Dim3, Driver};
 use super::kernels::{FATBINS, KERNELS};
 use crate::error::{Error, Result};
-use cudarc::cublas;
 use cudarc::driver::{result, sys, DriverError};
+use cudarc::{cublas, cublaslt};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -22,7 +22,17 @@ pub struct CudaDriver {
     /// Module of each kernel file, by (file stem, precision name).
     modules: HashMap<(&'static str, &'static str), sys::CUmodule>,
     functions: RefCell<HashMap<(String, DType), sys::CUfunction>>,
-    cublas: cublas::sys::cublasHandle_t,
+    cublaslt: cublaslt::sys::cublasLtHandle_t,
+    /// cuBLASLt's workspace: some of its fastest algorithms need scratch memory (llm.c gives it 32 MiB).
+    /// Allocated by the first GEMM, so that it is part of the memory plan the trainer checks, not taken before.
+    workspace: std::cell::Cell<Option<DevicePtr>>,
+}
+
+/// Bytes of cuBLASLt workspace, allocated once per driver.
+pub const CUBLASLT_WORKSPACE_BYTES: usize = 32 << 20;
+
+fn cublaslt_error(what: &str, e: cublaslt::result::CublasError) -> Error {
+    Error::Cuda(format!("{what}: {e:?}"))
 }
 
 impl CudaDriver {
@@ -64,20 +74,21 @@ impl CudaDriver {
             })?;
             modules.insert((stem, precision), module);
         }
-        // SAFETY: only probes for libcublas before its first use, as for libcuda above.
-        if !unsafe { cublas::sys::is_culib_present() } {
+        // SAFETY: only probes for libcublasLt before its first use, as for libcuda above.
+        if !unsafe { cublaslt::sys::is_culib_present() } {
             return Err(Error::Cuda(
-                "no cuBLAS library (libcublas.so, .so.13 or .so.12) found; install the CUDA toolkit or add the \
+                "no cuBLASLt library (libcublasLt.so, .so.13 or .so.12) found; install the CUDA toolkit or add the \
                  directory holding it (pip's nvidia-cublas wheels included) to LD_LIBRARY_PATH, or use --device cpu"
                     .to_string(),
             ));
         }
-        let cublas = cublas::result::create_handle().map_err(|e| Error::Cuda(format!("cublasCreate: {e:?}")))?;
+        let cublaslt = cublaslt::result::create_handle().map_err(|e| cublaslt_error("cublasLtCreate", e))?;
         Ok(CudaDriver {
             name: format!("cuda ({gpu}, sm_{major}{minor})"),
             modules,
             functions: RefCell::new(HashMap::new()),
-            cublas,
+            cublaslt,
+            workspace: std::cell::Cell::new(None),
         })
     }
 
@@ -107,6 +118,10 @@ impl Driver for CudaDriver {
 
     fn memory_available(&self) -> Option<usize> {
         result::mem_get_info().ok().map(|(free, _total)| free)
+    }
+
+    fn workspace_bytes(&self) -> usize {
+        CUBLASLT_WORKSPACE_BYTES
     }
 
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
@@ -170,48 +185,112 @@ impl Driver for CudaDriver {
         b: DevicePtr,
         c: DevicePtr,
         accumulate: bool,
+        bias: Option<DevicePtr>,
     ) -> Result<()> {
         use cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
-        use cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
-        // cuBLAS is column-major, and a row-major (r, c) matrix is its column-major transpose with leading
+        use cublaslt::sys::{
+            cublasComputeType_t, cublasLtEpilogue_t, cublasLtMatmulDescAttributes_t as Desc,
+            cublasLtMatmulPreferenceAttributes_t as Pref, cudaDataType,
+        };
+        let workspace = match self.workspace.get() {
+            Some(w) => w,
+            None => {
+                let w = self.alloc(CUBLASLT_WORKSPACE_BYTES)?;
+                self.workspace.set(Some(w));
+                w
+            }
+        };
+        let what = format!("cublasLtMatmul {} ({m}x{k} · {k}x{n})", dtype.name());
+        let lt = |e| cublaslt_error(&what, e);
+        // cuBLAS(Lt) is column-major, and a row-major (r, c) matrix is its column-major transpose with leading
         // dimension c. So row-major c = op(a) op(b) is column-major cᵀ = op(b)ᵀ op(a)ᵀ: swap the operands, and each
         // operand's stored (row-major) layout is already the transpose cuBLAS must see unless it was transposed.
-        let (op_b, ldb) = if transb { (CUBLAS_OP_T, k) } else { (CUBLAS_OP_N, n) };
-        let (op_a, lda) = if transa { (CUBLAS_OP_T, m) } else { (CUBLAS_OP_N, k) };
-        let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
-        let (data_type, compute) = match dtype {
+        // Layouts describe the stored matrices, column-major: (rows, cols, leading dimension).
+        let (op_b, layout_b) = if transb { (CUBLAS_OP_T, (k, n, k)) } else { (CUBLAS_OP_N, (n, k, n)) };
+        let (op_a, layout_a) = if transa { (CUBLAS_OP_T, (m, k, m)) } else { (CUBLAS_OP_N, (k, m, k)) };
+        let data_type = match dtype {
             // Plain f32: no TF32 rounding of the inputs, so the GPU matches the CPU reference to f32 accuracy.
-            DType::F32 => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            DType::F32 => cudaDataType::CUDA_R_32F,
             // bf16 operands on the tensor cores, accumulated in f32 (llm.c's choice).
-            DType::Bf16 => (cudaDataType::CUDA_R_16BF, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            DType::Bf16 => cudaDataType::CUDA_R_16BF,
         };
-        // SAFETY: a, b, c are device allocations of this context holding the (m, k), (k, n) and (m, n) matrices the
-        // shapes describe, of element type `dtype`; alpha and beta are f32 as CUBLAS_COMPUTE_32F requires and
-        // outlive the call (cuBLAS reads host scalars before returning).
+        let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
+        let layout = |(rows, cols, ld): (usize, usize, usize)| {
+            cublaslt::result::create_matrix_layout(data_type, rows as u64, cols as u64, ld as i64).map_err(lt)
+        };
+        let desc =
+            cublaslt::result::create_matmul_desc(cublasComputeType_t::CUBLAS_COMPUTE_32F, cudaDataType::CUDA_R_32F)
+                .map_err(lt)?;
+        let (la, lb, lc) = (layout(layout_b)?, layout(layout_a)?, layout((n, m, n))?);
+        let pref = cublaslt::result::create_matmul_pref().map_err(lt)?;
+        let set_desc = |attr: Desc, value: *const c_void, bytes: usize| {
+            // SAFETY: desc is live; value points at `bytes` bytes of the type cuBLASLt documents for `attr`.
+            unsafe { cublaslt::result::set_matmul_desc_attribute(desc, attr, value, bytes) }.map_err(lt)
+        };
+        let run = || -> Result<()> {
+            let (op_b, op_a) = (op_b as i32, op_a as i32);
+            set_desc(Desc::CUBLASLT_MATMUL_DESC_TRANSA, &op_b as *const i32 as *const c_void, 4)?;
+            set_desc(Desc::CUBLASLT_MATMUL_DESC_TRANSB, &op_a as *const i32 as *const c_void, 4)?;
+            if let Some(bias) = bias {
+                // The bias has one element per row of the column-major result (n of them, our output columns), of
+                // the output's type; cuBLASLt adds it in f32 before rounding the result once.
+                let epilogue = cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
+                set_desc(Desc::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue as *const _ as *const c_void, 4)?;
+                set_desc(Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias as *const u64 as *const c_void, 8)?;
+            }
+            let set_pref = |attr: Pref, value: u64, bytes: usize| {
+                // SAFETY: pref is live; the value's low `bytes` bytes (little-endian) are the u64 or u32 cuBLASLt
+                // documents for `attr`.
+                unsafe { cublaslt::result::set_matmul_pref_attribute(pref, attr, &value as *const u64 as _, bytes) }
+                    .map_err(lt)
+            };
+            set_pref(Pref::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, CUBLASLT_WORKSPACE_BYTES as u64, 8)?;
+            // The heuristic assumes 256-byte aligned matrices unless told otherwise, and a tensor here is a view
+            // at any element offset of one allocation: tell it each pointer's actual alignment.
+            let alignment = |p: DevicePtr| 1u64 << p.trailing_zeros().min(8);
+            set_pref(Pref::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment(b), 4)?;
+            set_pref(Pref::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment(a), 4)?;
+            set_pref(Pref::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, alignment(c), 4)?;
+            set_pref(Pref::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alignment(c), 4)?;
+            // SAFETY: every descriptor and layout above is live and describes the matrices at a, b and c.
+            let heuristic =
+                unsafe { cublaslt::result::get_matmul_algo_heuristic(self.cublaslt, desc, la, lb, lc, lc, pref) }
+                    .map_err(lt)?;
+            // SAFETY: a, b, c (and the bias) are device allocations of this context holding the matrices the layouts
+            // describe, of element type `dtype`; alpha and beta are f32 as the f32 scale type requires and outlive
+            // the call; the workspace is CUBLASLT_WORKSPACE_BYTES of device memory owned by this driver.
+            unsafe {
+                cublaslt::result::matmul(
+                    self.cublaslt,
+                    desc,
+                    &alpha as *const f32 as *const c_void,
+                    &beta as *const f32 as *const c_void,
+                    b as *const c_void,
+                    la,
+                    a as *const c_void,
+                    lb,
+                    c as *const c_void,
+                    lc,
+                    c as *mut c_void,
+                    lc,
+                    &heuristic.algo,
+                    workspace as *mut c_void,
+                    CUBLASLT_WORKSPACE_BYTES,
+                    std::ptr::null_mut(),
+                )
+            }
+            .map_err(lt)
+        };
+        let result = run();
+        // SAFETY: each object was created above and is destroyed once, here, after its last use.
         unsafe {
-            cublas::result::gemm_ex(
-                self.cublas,
-                op_b,
-                op_a,
-                n as i32,
-                m as i32,
-                k as i32,
-                &alpha as *const f32 as *const c_void,
-                b as *const c_void,
-                data_type,
-                ldb as i32,
-                a as *const c_void,
-                data_type,
-                lda as i32,
-                &beta as *const f32 as *const c_void,
-                c as *mut c_void,
-                data_type,
-                n as i32,
-                compute,
-                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
+            let _ = cublaslt::result::destroy_matmul_pref(pref);
+            for layout in [la, lb, lc] {
+                let _ = cublaslt::result::destroy_matrix_layout(layout);
+            }
+            let _ = cublaslt::result::destroy_matmul_desc(desc);
         }
-        .map_err(|e| Error::Cuda(format!("cublasGemmEx {} ({m}x{k} · {k}x{n}): {e:?}", dtype.name())))
+        result
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -221,7 +300,13 @@ impl Driver for CudaDriver {
 
 impl Drop for CudaDriver {
     fn drop(&mut self) {
-        // SAFETY: the handle was created in new() and is destroyed once, here; nothing uses it afterwards.
-        let _ = unsafe { cublas::result::destroy_handle(self.cublas) };
+        // SAFETY: the handle and the workspace were created in new() and are released once, here; nothing uses
+        // them afterwards.
+        unsafe {
+            let _ = cublaslt::result::destroy_handle(self.cublaslt);
+            if let Some(workspace) = self.workspace.get() {
+                let _ = result::free_sync(workspace);
+            }
+        }
     }
 }

@@ -89,6 +89,10 @@ pub trait Driver {
     fn name(&self) -> String;
     /// Free device memory in bytes, or None where the driver cannot tell.
     fn memory_available(&self) -> Option<usize>;
+    /// Device memory the driver allocates for itself once work starts (cuBLASLt's workspace), for memory plans.
+    fn workspace_bytes(&self) -> usize {
+        0
+    }
     /// `bytes` of device memory. The emulator fills fresh memory with NaN bytes so reads of unwritten memory show.
     fn alloc(&self, bytes: usize) -> Result<DevicePtr>;
     /// Frees memory from `alloc`.
@@ -111,8 +115,9 @@ pub trait Driver {
         args: &[Arg],
     ) -> Result<()>;
     /// The GEMM every linear layer needs, all matrices row-major and contiguous and of element type `dtype`,
-    /// accumulated in f32: c (m, n) = op(a) · op(b), plus the old c when `accumulate`. op(a) is (m, k): `a` is
-    /// stored (m, k), or (k, m) when `transa`; op(b) is (k, n): `b` is stored (k, n), or (n, k) when `transb`.
+    /// accumulated in f32: c (m, n) = op(a) · op(b), plus the old c when `accumulate`, plus `bias` (n) on every
+    /// row when given (an epilogue of the same call, so c is written once). op(a) is (m, k): `a` is stored (m, k),
+    /// or (k, m) when `transa`; op(b) is (k, n): `b` is stored (k, n), or (n, k) when `transb`.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
@@ -126,6 +131,7 @@ pub trait Driver {
         b: DevicePtr,
         c: DevicePtr,
         accumulate: bool,
+        bias: Option<DevicePtr>,
     ) -> Result<()>;
     /// Waits for all launched work and reports any error it raised.
     fn synchronize(&self) -> Result<()>;

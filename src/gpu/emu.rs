@@ -238,22 +238,46 @@ impl Driver for EmuDriver {
         b: DevicePtr,
         c: DevicePtr,
         accumulate: bool,
+        bias: Option<DevicePtr>,
     ) -> Result<()> {
         let e = dtype.size();
         self.check_range(a, m * k * e, "gemm operand a")?;
         self.check_range(b, k * n * e, "gemm operand b")?;
         self.check_range(c, m * n * e, "gemm output c")?;
+        if let Some(bias) = bias {
+            self.check_range(bias, n * e, "gemm bias")?;
+        }
         let overlaps = |p: DevicePtr, len: usize| p < c + (m * n * e) as u64 && c < p + len as u64;
-        if overlaps(a, m * k * e) || overlaps(b, k * n * e) {
+        if overlaps(a, m * k * e) || overlaps(b, k * n * e) || bias.is_some_and(|p| overlaps(p, n * e)) {
             return Err(Error::config("emu", "gemm output overlaps an input"));
         }
+        let widen = |p: DevicePtr, len: usize| -> Result<Vec<f32>> {
+            let mut bytes = vec![0u8; len * e];
+            self.copy_to_host(&mut bytes, p)?;
+            let mut out = vec![0.0f32; len];
+            dtype.decode(&bytes, &mut out);
+            Ok(out)
+        };
+        // The bias goes in first and the product accumulates on top, in the CPU reference's order
+        // (src/cpu/matmul.rs), so the emulated GPU matches the CPU bit for bit in f32.
+        let bias = bias.map(|p| widen(p, n)).transpose()?;
+        let add_bias = |c: &mut [f32]| {
+            if let Some(bias) = &bias {
+                for row in c.chunks_exact_mut(n) {
+                    for (x, b) in row.iter_mut().zip(bias) {
+                        *x = if accumulate { *x + b } else { *b };
+                    }
+                }
+            }
+        };
+        let onto_c = accumulate || bias.is_some();
         // Row and column strides of op(a) (m, k) and op(b) (k, n) in their stored layouts.
         let (a_rs, a_cs) = if transa { (1, m) } else { (k, 1) };
         let (b_rs, b_cs) = if transb { (1, k) } else { (n, 1) };
         match dtype {
             DType::F32 => {
-                // SAFETY: each range was checked to lie inside a live allocation, and c overlaps neither a nor b,
-                // so the one mutable slice aliases nothing.
+                // SAFETY: each range was checked to lie inside a live allocation, and c overlaps neither a, b nor
+                // the bias, so the one mutable slice aliases nothing.
                 let (a, b, c) = unsafe {
                     (
                         std::slice::from_raw_parts(a as *const f32, m * k),
@@ -261,21 +285,16 @@ impl Driver for EmuDriver {
                         std::slice::from_raw_parts_mut(c as *mut f32, m * n),
                     )
                 };
-                crate::cpu::matmul::sgemm(m, n, k, c, n, 1, a, a_rs, a_cs, b, b_rs, b_cs, accumulate);
+                add_bias(c);
+                crate::cpu::matmul::sgemm(m, n, k, c, n, 1, a, a_rs, a_cs, b, b_rs, b_cs, onto_c);
             }
             DType::Bf16 => {
-                // As cuBLAS does with bf16 operands and f32 compute: widen exactly, accumulate in f32, round the
-                // result (plus the old c when accumulating) to nearest even once.
-                let widen = |p: DevicePtr, len: usize| -> Result<Vec<f32>> {
-                    let mut bytes = vec![0u8; len * 2];
-                    self.copy_to_host(&mut bytes, p)?;
-                    let mut out = vec![0.0f32; len];
-                    DType::Bf16.decode(&bytes, &mut out);
-                    Ok(out)
-                };
+                // As cuBLAS(Lt) does with bf16 operands and f32 compute: widen exactly, accumulate in f32, round the
+                // result (with the old c when accumulating, and the bias) to nearest even once.
                 let (a32, b32) = (widen(a, m * k)?, widen(b, k * n)?);
                 let mut c32 = if accumulate { widen(c, m * n)? } else { vec![0.0f32; m * n] };
-                crate::cpu::matmul::sgemm(m, n, k, &mut c32, n, 1, &a32, a_rs, a_cs, &b32, b_rs, b_cs, accumulate);
+                add_bias(&mut c32);
+                crate::cpu::matmul::sgemm(m, n, k, &mut c32, n, 1, &a32, a_rs, a_cs, &b32, b_rs, b_cs, onto_c);
                 self.copy_to_device(c, &DType::Bf16.encode(&c32))?;
             }
         }

@@ -1,5 +1,6 @@
-//! Matmul with bias (mirrors src/cpu/matmul.rs): the products go to the driver's GEMM (cuBLAS on a GPU, the CPU
-//! GEMM under the emulator), the bias parts to kernels/matmul.cu. Transposes are GEMM flags, never copies.
+//! Matmul with bias (mirrors src/cpu/matmul.rs): the products, and the forward bias as their epilogue, go to the
+//! driver's GEMM (cuBLASLt on a GPU, the CPU GEMM under the emulator), the bias gradient to kernels/matmul.cu.
+//! Transposes are GEMM flags, never copies.
 
 use super::driver::{Arg, DeviceSlice, Driver};
 use super::{blocks_for, BLOCK, BLOCK_SIZE};
@@ -19,7 +20,8 @@ pub fn matmul_backward_bias(
     driver.launch("matmul_backward_bias", floatx, (blocks_for(oc, BLOCK), 1, 1), (BLOCK_SIZE, 1, 1), 0, &args)
 }
 
-/// out: (B, T, OC) = inp: (B, T, C) · weightᵀ, weight: (OC, C), plus bias: (OC) when given.
+/// out: (B, T, OC) = inp: (B, T, C) · weightᵀ, weight: (OC, C), plus bias: (OC) when given, added by the GEMM's
+/// epilogue (cuBLASLt on a GPU) so the output is written once.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_forward(
     driver: &dyn Driver,
@@ -32,17 +34,12 @@ pub fn matmul_forward(
     c: usize,
     oc: usize,
 ) -> Result<()> {
-    let n = b * t;
     let floatx = DeviceSlice::common_dtype("matmul_forward", &[out, inp, weight])?;
-    // Start every output row at the bias and let the product accumulate on top, as the CPU does.
     if let Some(bias) = bias {
-        let args = [out.arg(), bias.arg(), Arg::I32(b as i32), Arg::I32(t as i32), Arg::I32(oc as i32)];
         DeviceSlice::common_dtype("matmul_forward", &[out, bias])?;
-        let grid = (blocks_for(n * oc, BLOCK), 1, 1);
-        driver.launch("matmul_bias_broadcast", floatx, grid, (BLOCK_SIZE, 1, 1), 0, &args)?;
     }
     // out (n, oc) = inp (n, c) · weightᵀ, weight stored (oc, c).
-    driver.gemm(floatx, false, true, n, oc, c, inp.ptr, weight.ptr, out.ptr, bias.is_some())
+    driver.gemm(floatx, false, true, b * t, oc, c, inp.ptr, weight.ptr, out.ptr, false, bias.map(|bias| bias.ptr))
 }
 
 /// dinp: (B, T, C), dweight: (OC, C), dbias: (OC) accumulate; dout: (B, T, OC); inp: (B, T, C); weight: (OC, C).
@@ -63,9 +60,9 @@ pub fn matmul_backward(
     let n = b * t;
     let floatx = DeviceSlice::common_dtype("matmul_backward", &[dinp, dweight, dout, inp, weight])?;
     // dinp (n, c) += dout (n, oc) · weight (oc, c)
-    driver.gemm(floatx, false, false, n, c, oc, dout.ptr, weight.ptr, dinp.ptr, true)?;
+    driver.gemm(floatx, false, false, n, c, oc, dout.ptr, weight.ptr, dinp.ptr, true, None)?;
     // dweight (oc, c) += doutᵀ · inp (n, c), dout stored (n, oc).
-    driver.gemm(floatx, true, false, oc, c, n, dout.ptr, inp.ptr, dweight.ptr, true)?;
+    driver.gemm(floatx, true, false, oc, c, n, dout.ptr, inp.ptr, dweight.ptr, true, None)?;
     match dbias {
         Some(dbias) => matmul_backward_bias(driver, dbias, dout, b, t, oc),
         None => Ok(()),
