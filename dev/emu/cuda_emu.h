@@ -175,10 +175,12 @@ constexpr unsigned kMaxThreadsPerBlock = 1024;
 constexpr size_t kMessageLen = 512;
 
 enum State : int { RUNNABLE, WAIT_WARP, WAIT_BLOCK, DONE };
-enum Coll : int { SHFL, SHFL_UP, SHFL_DOWN, SHFL_XOR, BALLOT, ALL, ANY, SYNCWARP };
+enum Coll : int { SHFL, SHFL_UP, SHFL_DOWN, SHFL_XOR, BALLOT, ALL, ANY, SYNCWARP, WMMA_LOAD, WMMA_STORE, WMMA_MMA };
 inline const char* coll_name(int k) {
-    static const char* const names[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
-                                        "__ballot_sync", "__all_sync", "__any_sync", "__syncwarp"};
+    static const char* const names[] = {"__shfl_sync",  "__shfl_up_sync", "__shfl_down_sync",
+                                        "__shfl_xor_sync", "__ballot_sync", "__all_sync",
+                                        "__any_sync",   "__syncwarp",     "wmma::load_matrix_sync",
+                                        "wmma::store_matrix_sync", "wmma::mma_sync"};
     return names[k];
 }
 
@@ -419,6 +421,40 @@ inline void resolve(Worker& w, unsigned warp, const Pending& p) {
         g.state = RUNNABLE;
     }
 }
+// A wmma call (nvcuda::wmma below) is a warp collective too. Each lane deposits a pointer to one of these in its
+// `in` bytes; the last lane to arrive checks that the warp made one call together and does the call's work once for
+// the whole warp (`op`, which reads every lane's fragments and writes every lane's result).
+struct WmmaCall {
+    void (*op)(Fiber* lanes, const WmmaCall& call);  // the same function in every lane of one call
+    const void* mem;     // load, store: the matrix in memory
+    unsigned ldm;        // load, store: elements between rows (row major) or columns (column major)
+    int layout;          // load, store: 0 row major, 1 column major
+    void* dst;           // load, mma: this lane's result fragment
+    const void* src[3];  // store: this lane's fragment; mma: its a, b and c
+    int line;
+    const char* file;
+};
+inline const WmmaCall& wmma_call(const Fiber& f) {
+    const WmmaCall* c;
+    std::memcpy(&c, f.in, sizeof c);
+    return *c;
+}
+// CUDA requires every lane of the warp at the same wmma call with the same pointer, ldm and layout.
+inline void wmma_complete(Fiber* lanes, const char* name) {
+    const WmmaCall& first = wmma_call(lanes[0]);
+    for (unsigned l = 1; l < 32; l++) {
+        const WmmaCall& c = wmma_call(lanes[l]);
+        if (c.op != first.op || c.line != first.line || std::strcmp(c.file, first.file) != 0)
+            fail(c.file, c.line, "%s: lane %u is here but lane 0 is in another wmma call at %s:%d; the whole warp must "
+                 "make each call together", name, l, first.file, first.line);
+        if (c.mem != first.mem || c.ldm != first.ldm || c.layout != first.layout)
+            fail(c.file, c.line, "%s: lane %u passes pointer %p, ldm %u, layout %d but lane 0 passes %p, %u, %d; every "
+                 "lane of the warp must pass the same", name, l, c.mem, c.ldm, c.layout, first.mem, first.ldm,
+                 first.layout);
+    }
+    first.op(lanes, first);
+}
+
 inline void warp_collective(int kind, unsigned mask, int line, const char* file) {
     Fiber* f = cur;
     Worker& w = *tworker;
@@ -451,6 +487,7 @@ inline void warp_collective(int kind, unsigned mask, int line, const char* file)
     if (p->arrived == p->mask) {
         Pending done = *p;
         *p = W.pending[--W.npending];
+        if (done.kind >= WMMA_LOAD) wmma_complete(&w.fibers[f->warp * 32], coll_name(done.kind));
         resolve(w, f->warp, done);
     } else {
         yield_fiber(f, false);
@@ -1053,6 +1090,161 @@ inline T reduce(const thread_block_tile<N>& g, T v, Op op, EMU_WHERE) {
     return v;
 }
 }  // namespace cooperative_groups
+
+// =====================================================================================================================
+// nvcuda::wmma (<mma.h>): warp-wide matrix multiply-accumulate on tensor cores, the subset kernels here use: the
+// m16n16k16 shape, matrix_a/matrix_b fragments of __nv_bfloat16 (row_major or col_major), float accumulators.
+// CUDA leaves unspecified which elements of a tile each lane holds, so here EVERY lane holds the whole 16x16 tile
+// (num_elements = 256, x[16 r + c] is element (r, c) whatever the layout): element-wise code over x[] gives every
+// lane the same values, as portable code must. The *_sync calls are warp collectives, as a GPU requires the whole
+// warp converged at each: the last lane to arrive checks the warp made one call with one pointer, ldm and layout,
+// that the pointer and ldm are what a GPU accepts, and that the fragments read are the same in every lane (lanes
+// differ only after lane-dependent changes to x[], which rely on the unspecified mapping); then it does the work
+// once: one load into every lane, one product (bf16 values widened, products summed in float in k order onto c),
+// one store. A fragment starts as NaN, as a GPU's registers hold garbage. README.md, "wmma", has the limits.
+// =====================================================================================================================
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+    static_assert(M == 16 && N == 16 && K == 16, "cuda_emu: wmma has only the m16n16k16 shape here");
+    static_assert(std::is_same<Use, accumulator>::value
+                      ? std::is_same<T, float>::value && std::is_void<Layout>::value
+                      : std::is_same<T, __nv_bfloat16>::value &&
+                            (std::is_same<Layout, row_major>::value || std::is_same<Layout, col_major>::value),
+                  "cuda_emu: wmma fragments here are matrix_a/matrix_b of __nv_bfloat16 with row_major or col_major, "
+                  "and accumulators of float");
+    typedef T element_type;
+    typedef T storage_element_type;
+    enum { num_elements = 16 * 16 };
+    T x[num_elements];
+    fragment() { std::memset(x, 0xff, sizeof x); }
+};
+}  // namespace wmma
+}  // namespace nvcuda
+
+namespace emu {
+namespace detail {
+constexpr int kWmmaDim = 16;  // m = n = k
+constexpr int kWmmaAlign = 32;  // bytes: the 256-bit alignment wmma's memory pointer needs
+
+// What a GPU requires of the memory operand: a 256-bit aligned pointer, a leading dimension of whole 16 bytes.
+template <class T>
+inline void wmma_check_memory(const WmmaCall& c, const char* name) {
+    if (reinterpret_cast<uintptr_t>(c.mem) % kWmmaAlign != 0)
+        fail(c.file, c.line, "%s: pointer %p is not 256-bit (32-byte) aligned, as wmma requires", name, c.mem);
+    if (c.ldm * sizeof(T) % 16 != 0)
+        fail(c.file, c.line, "%s: ldm %u is not a multiple of %zu elements (16 bytes), as wmma requires", name, c.ldm,
+             16 / sizeof(T));
+}
+// Fragment src[which] is the same in every lane (see the wmma comment above).
+template <class Frag>
+inline void wmma_check_uniform(Fiber* lanes, int which, const char* name, const char* operand) {
+    const WmmaCall& first = wmma_call(lanes[0]);
+    for (unsigned l = 1; l < 32; l++)
+        if (std::memcmp(wmma_call(lanes[l]).src[which], first.src[which], sizeof(Frag)) != 0)
+            fail(first.file, first.line, "%s: lanes 0 and %u hold different %s fragments: every lane holds the whole "
+                 "tile here, so the kernel changed x[] differently in different lanes, which relies on CUDA's "
+                 "unspecified element-to-lane mapping", name, l, operand);
+}
+template <class Frag>
+void wmma_load(Fiber* lanes, const WmmaCall& c) {
+    using T = typename Frag::element_type;
+    wmma_check_memory<T>(c, "wmma::load_matrix_sync");
+    const T* p = static_cast<const T*>(c.mem);
+    Frag& f = *static_cast<Frag*>(c.dst);  // lane 0's, copied to the others
+    for (int r = 0; r < kWmmaDim; r++)
+        for (int col = 0; col < kWmmaDim; col++)
+            f.x[r * kWmmaDim + col] = c.layout == 0 ? p[size_t(r) * c.ldm + col] : p[size_t(col) * c.ldm + r];
+    for (unsigned l = 1; l < 32; l++) std::memcpy(wmma_call(lanes[l]).dst, &f, sizeof f);
+}
+template <class Frag>
+void wmma_store(Fiber* lanes, const WmmaCall& c) {
+    wmma_check_memory<float>(c, "wmma::store_matrix_sync");
+    wmma_check_uniform<Frag>(lanes, 0, "wmma::store_matrix_sync", "stored");
+    float* p = static_cast<float*>(const_cast<void*>(c.mem));
+    const Frag& f = *static_cast<const Frag*>(c.src[0]);
+    for (int r = 0; r < kWmmaDim; r++)
+        for (int col = 0; col < kWmmaDim; col++)
+            (c.layout == 0 ? p[size_t(r) * c.ldm + col] : p[size_t(col) * c.ldm + r]) = f.x[r * kWmmaDim + col];
+}
+template <class D, class A, class B, class C>
+void wmma_mma(Fiber* lanes, const WmmaCall& call) {
+    wmma_check_uniform<A>(lanes, 0, "wmma::mma_sync", "a");
+    wmma_check_uniform<B>(lanes, 1, "wmma::mma_sync", "b");
+    wmma_check_uniform<C>(lanes, 2, "wmma::mma_sync", "c");
+    const A& a = *static_cast<const A*>(call.src[0]);
+    const B& b = *static_cast<const B*>(call.src[1]);
+    const C& c = *static_cast<const C*>(call.src[2]);
+    float d[kWmmaDim * kWmmaDim];  // d may be c: compute it whole before writing any lane
+    for (int i = 0; i < kWmmaDim; i++)
+        for (int j = 0; j < kWmmaDim; j++) {
+            float sum = c.x[i * kWmmaDim + j];
+            for (int k = 0; k < kWmmaDim; k++) sum += float(a.x[i * kWmmaDim + k]) * float(b.x[k * kWmmaDim + j]);
+            d[i * kWmmaDim + j] = sum;
+        }
+    for (unsigned l = 0; l < 32; l++) std::memcpy(static_cast<D*>(wmma_call(lanes[l]).dst)->x, d, sizeof d);
+}
+// Deposits this lane's call and waits for the warp; the last lane runs call.op.
+inline void wmma_collective(int kind, const WmmaCall& call) {
+    Fiber* f = cur;
+    const WmmaCall* p = &call;
+    std::memset(f->in, 0, sizeof f->in);
+    std::memcpy(f->in, &p, sizeof p);
+    warp_collective(kind, 0xffffffffu, call.line, call.file);
+}
+}  // namespace detail
+}  // namespace emu
+
+namespace nvcuda {
+namespace wmma {
+template <class Use, int M, int N, int K, class T, class L>
+inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, const typename ::emu::detail::identity<T>::type& v) {
+    for (T& e : f.x) e = v;
+}
+template <class T, class L>
+inline void load_matrix_sync(fragment<matrix_a, 16, 16, 16, T, L>& f, const T* p, unsigned ldm, EMU_WHERE) {
+    using F = fragment<matrix_a, 16, 16, 16, T, L>;
+    ::emu::detail::wmma_collective(::emu::detail::WMMA_LOAD, {&::emu::detail::wmma_load<F>, p, ldm,
+                                   std::is_same<L, col_major>::value, &f, {}, line, file});
+}
+template <class T, class L>
+inline void load_matrix_sync(fragment<matrix_b, 16, 16, 16, T, L>& f, const T* p, unsigned ldm, EMU_WHERE) {
+    using F = fragment<matrix_b, 16, 16, 16, T, L>;
+    ::emu::detail::wmma_collective(::emu::detail::WMMA_LOAD, {&::emu::detail::wmma_load<F>, p, ldm,
+                                   std::is_same<L, col_major>::value, &f, {}, line, file});
+}
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ldm,
+                             layout_t layout, EMU_WHERE) {
+    using F = fragment<accumulator, 16, 16, 16, float>;
+    ::emu::detail::wmma_collective(::emu::detail::WMMA_LOAD, {&::emu::detail::wmma_load<F>, p, ldm,
+                                   layout == mem_col_major, &f, {}, line, file});
+}
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm,
+                              layout_t layout, EMU_WHERE) {
+    using F = fragment<accumulator, 16, 16, 16, float>;
+    ::emu::detail::wmma_collective(::emu::detail::WMMA_STORE, {&::emu::detail::wmma_store<F>, p, ldm,
+                                   layout == mem_col_major, nullptr, {&f}, line, file});
+}
+template <class T, class LA, class LB>
+inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, LA>& a,
+                     const fragment<matrix_b, 16, 16, 16, T, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c,
+                     EMU_WHERE) {
+    using Acc = fragment<accumulator, 16, 16, 16, float>;
+    using A = fragment<matrix_a, 16, 16, 16, T, LA>;
+    using B = fragment<matrix_b, 16, 16, 16, T, LB>;
+    ::emu::detail::wmma_collective(::emu::detail::WMMA_MMA, {&::emu::detail::wmma_mma<Acc, A, B, Acc>, nullptr, 0,
+                                   0, &d, {&a, &b, &c}, line, file});
+}
+}  // namespace wmma
+}  // namespace nvcuda
 
 // =====================================================================================================================
 // A little of the host runtime, for dev/ programs: device memory is host memory.
