@@ -14,6 +14,10 @@
 //!
 //! Run: `cargo bench --bench train_step` (or `-- d4` for one config). dev/bench/compare.sh times the same step
 //! against PyTorch.
+//!
+//! Built with `--features cuda` on a GPU machine it also times GPT-2 124M on GPU 0 at B=8, T=1024 (the kernel
+//! benches' shapes), in bf16 and in fp32, and prints tokens/s and MFU against the GPU's peak for that precision
+//! (src/mfu.rs).
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use llmrs::config::GPT2Config;
@@ -89,5 +93,75 @@ fn bench_train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_train_step);
+/// GPT-2 124M steps on GPU 0, bf16 and fp32: time per step, tokens/s and MFU.
+#[cfg(feature = "cuda")]
+fn bench_gpu_train_step(c: &mut Criterion) {
+    use llmrs::backend::{self, Device, Precision};
+    const GPU_B: usize = 8;
+    const GPU_T: usize = 1024;
+    let config = GPT2Config::preset("d12").expect("preset exists");
+    let mut rng = Rng::new(TOKEN_SEED);
+    let tokens: Vec<u32> = (0..GPU_B * GPU_T + 1).map(|_| rng.below(config.vocab_size) as u32).collect();
+    let (inputs, targets) = (&tokens[..GPU_B * GPU_T], &tokens[1..]);
+    let flops_per_step = config.flops_per_token(GPU_T) * (GPU_B * GPU_T) as f64;
+    let mut group = c.benchmark_group("gpu_train_step");
+    group.sampling_mode(SamplingMode::Flat).sample_size(10).throughput(Throughput::Elements((GPU_B * GPU_T) as u64));
+    for precision in [Precision::Bf16, Precision::Fp32] {
+        let backend = match backend::open(Device::Cuda, Some(precision)) {
+            Ok((backend, _)) => backend,
+            Err(e) => {
+                eprintln!("GPU train step skipped: {e}");
+                return;
+            }
+        };
+        let device = backend.name();
+        let params = GPT2::init_params(&config, MODEL_SEED).expect("preset is valid");
+        let mut model = GPT2::with_backend(config, params, backend).expect("d12 fits the GPU");
+        let mut step = 0u32;
+        let mut run_step = |model: &mut GPT2| {
+            step += 1;
+            model.zero_grad().expect("GPU step");
+            let loss = model.forward_backward(inputs, targets, GPU_B, GPU_T).expect("GPU step");
+            let norm = model.grad_norm().expect("GPU step");
+            model.update(&ADAMW, LR, clip_scale(norm, GRAD_CLIP), step).expect("GPU step");
+            loss
+        };
+        run_step(&mut model);
+        let mut total = (0u64, Duration::ZERO);
+        group.bench_function(format!("d12_B{GPU_B}_T{GPU_T}_{}", precision.name()), |bencher| {
+            bencher.iter_custom(|iters| {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    // Each step reads its loss and grad norm back, so it ends synchronised with the GPU.
+                    black_box(run_step(&mut model));
+                }
+                let elapsed = start.elapsed();
+                total = (total.0 + iters, total.1 + elapsed);
+                elapsed
+            })
+        });
+        if total.0 > 0 {
+            let seconds = total.1.as_secs_f64() / total.0 as f64;
+            let flops_per_sec = flops_per_step / seconds;
+            let mfu = llmrs::mfu::lookup(&device)
+                .map(|peak| {
+                    format!("MFU {:.1}%", 100.0 * llmrs::mfu::mfu(peak, flops_per_sec, precision == Precision::Bf16))
+                })
+                .unwrap_or_else(|| "MFU: peak unknown for this GPU".to_string());
+            println!(
+                "{device} d12 B={GPU_B} T={GPU_T} {}: {:.1} ms/step, {:.0} tokens/s, {:.1} TFLOP/s, {mfu}",
+                precision.name(),
+                seconds * 1e3,
+                (GPU_B * GPU_T) as f64 / seconds,
+                flops_per_sec / 1e12
+            );
+        }
+    }
+    group.finish();
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_gpu_train_step(_: &mut Criterion) {}
+
+criterion_group!(benches, bench_train_step, bench_gpu_train_step);
 criterion_main!(benches);
