@@ -18,7 +18,7 @@
 // loads and stores (common.cuh load_group/store_group; the float tensors of a bf16 build take two per group; a
 // tensor that starts off a 16-byte boundary, and the last group when N % GROUP != 0, take element accesses).
 // Elements moved per call: fp32 7 N floats (read params, grads, m, v; write params, m, v); bf16 2 N bf16 + 6 N
-// floats (read grads; read and write master, m, v; write params). params, grads, master, m and v share one layout
+// floats (read grads; read and write master, m, v; write params, 8 stochastically rounded bf16 per 128-bit store). params, grads, master, m and v share one layout
 // (src/layout.rs), so a tensor's views are aligned alike: packed whenever its offset is a multiple of GROUP.
 #include "common.cuh"
 
@@ -77,8 +77,23 @@ extern "C" __global__ void adamw_update(floatX* params, float* master, const flo
     }
     if (master != nullptr) {
         store_group(master, i, N, param);
-        for (int k = 0; k < GROUP && i + k < (size_t)N; k++) {
-            params[i + k] = stochastic_round<floatX>(param.v[k], hash32((unsigned int)(i + k) ^ seed));
+        // The rounded group: GROUP floatX are 16 bytes, one 128-bit store when aligned and whole.
+        union {
+            int4 bits;
+            floatX elems[GROUP];
+        } rounded;
+        for (int k = 0; k < GROUP; k++) {
+            rounded.elems[k] = stochastic_round<floatX>(param.v[k], hash32((unsigned int)(i + k) ^ seed));
+        }
+        if (i + GROUP <= (size_t)N && is_aligned128(params + i)) {
+#ifdef LLMRS_EMU
+            emu::check_aligned(params + i, 16);
+#endif
+            *reinterpret_cast<int4*>(params + i) = rounded.bits;
+        } else {
+            for (int k = 0; k < GROUP && i + k < (size_t)N; k++) {
+                params[i + k] = rounded.elems[k];
+            }
         }
     } else {
         store_group(params, i, N, param);
