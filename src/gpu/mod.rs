@@ -14,6 +14,7 @@ pub mod driver;
 pub mod emu;
 pub mod encoder;
 pub mod flash_attention;
+pub mod flash_attention_tc;
 pub mod gelu;
 pub mod global_norm;
 pub mod layernorm;
