@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, on a machine with Rust and nvcc, what dev/scripts/gpu_check.sh runs on a GPU machine that may have no
-# Rust: the kernel test binaries (fp32 and bf16) and the trainer, built with --features cuda, copied to
-# target/gpu_check/.
+# Rust: the kernel test binaries (fp32, bf16, tensor-core attention) and the trainer, built with --features cuda,
+# copied to target/gpu_check/.
 # Archs: CUDA_COMPUTE_CAP (default 89,90: RTX 4070 and H100/H200). Then carry target/gpu_check to the GPU machine
 # and run `bash dev/scripts/gpu_check.sh` there.
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-89,90}
 out=target/gpu_check
 mkdir -p "$out"
-for tests in gpu_kernels gpu_bf16; do
+for tests in gpu_kernels gpu_bf16 gpu_flash_tc; do
     test_bin=$(cargo test --release --features cuda --test "$tests" --no-run --message-format=json \
         | grep -o "\"executable\":\"[^\"]*$tests[^\"]*\"" | tail -n 1 | cut -d'"' -f4)
     cp "$test_bin" "$out/$tests"

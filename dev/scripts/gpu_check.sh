@@ -2,9 +2,10 @@
 # Checks every CUDA kernel against the CPU reference on a real GPU, with binaries built beforehand elsewhere by
 # dev/scripts/build_for_gpu.sh (this script builds nothing: the GPU machine may have no Rust). Prints one table
 # row per test: result, largest |gpu - cpu| over its comparisons, wall time; the fp32 kernels (gpu_kernels), then
-# their bf16 builds (gpu_bf16). The trainer tests train a small model on the GPU and on the CPU side by side (fp32
-# within 1e-4, bf16 within 0.05 over 30 steps). Then GPT-2 124M with the trainer on the GPU in bf16 (the default)
-# and in fp32, B=16 T=1024, for tokens/s and MFU; the kernel benches in both precisions. Well inside 10 minutes.
+# their bf16 builds (gpu_bf16), then the tensor-core flash attention (gpu_flash_tc, bf16 only). The trainer tests
+# train a small model on the GPU and on the CPU side by side (fp32 within 1e-4, bf16 within 0.05 over 30 steps). Then
+# GPT-2 124M with the trainer on the GPU in bf16 (the default) and in fp32, B=16 T=1024, for tokens/s and MFU; the
+# kernel benches in both precisions. Well inside 10 minutes.
 # Usage: bash dev/scripts/gpu_check.sh [DIR with gpu_kernels and train_gpt2, default target/gpu_check]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,7 +40,7 @@ passed=0 failed=0
 # the emulator's own error reports (named the_emulator_*) mean nothing on a GPU and are left out. The end-to-end
 # test runs the trainer: point it at the carried binary.
 export LLMRS_TRAIN_GPT2="$dir/train_gpt2"
-for bin in gpu_kernels gpu_bf16; do
+for bin in gpu_kernels gpu_bf16 gpu_flash_tc; do
 [ -x "$dir/$bin" ] || { echo "gpu_check: $dir/$bin missing"; failed=$((failed + 1)); continue; }
 for name in $("$dir/$bin" --list --ignored 2>/dev/null | sed -n 's/: test$//p' | grep -v '^the_emulator_'); do
     start=$(date +%s%N)

@@ -12,7 +12,10 @@
 //! returns them, so checkpoints are exact f32 whichever precision trains.
 
 use super::driver::{DType, DeviceBuffer, DeviceSlice, DeviceTokens, Driver};
-use super::{adamw, attention, classifier, encoder, flash_attention, gelu, global_norm, layernorm, matmul, residual};
+use super::{
+    adamw, attention, classifier, encoder, flash_attention, flash_attention_tc, gelu, global_norm, layernorm, matmul,
+    residual,
+};
 use crate::backend::{Backend, Precision};
 use crate::cpu::adamw::AdamWStep;
 use crate::error::{Error, Result};
@@ -282,7 +285,12 @@ impl Backend for GpuBackend {
         nh: usize,
     ) -> Result<()> {
         let (out, lse, qkv) = (self.dev(out), self.dev(lse), self.dev(qkv));
-        if flash_attention::supports(b, t, c, nh) {
+        // bf16 heads of whole 16-channel tiles up to 64 (every GPT-2 size): tensor cores; else the SIMT flash kernels
+        // (heads up to 64, f32 or bf16); else the clear ones. attention_backward chooses the same way, though any pair
+        // would do: all three compute the same out and lse.
+        if self.precision == Precision::Bf16 && flash_attention_tc::supports(b, t, c, nh) {
+            flash_attention_tc::flash_attention_tc_forward(&*self.driver, out, lse, qkv, b, t, c, nh)
+        } else if flash_attention::supports(b, t, c, nh) {
             flash_attention::flash_attention_forward(&*self.driver, out, lse, qkv, b, t, c, nh)
         } else {
             attention::attention_forward(&*self.driver, out, lse, qkv, b, t, c, nh)
@@ -303,7 +311,9 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         let d = |x| self.dev(x);
         let (dqkv, dout, qkv, out, lse) = (d(dqkv), d(dout), d(qkv), d(out), d(lse));
-        if flash_attention::supports(b, t, c, nh) {
+        if self.precision == Precision::Bf16 && flash_attention_tc::supports(b, t, c, nh) {
+            flash_attention_tc::flash_attention_tc_backward(&*self.driver, dqkv, dout, qkv, out, lse, b, t, c, nh)
+        } else if flash_attention::supports(b, t, c, nh) {
             flash_attention::flash_attention_backward(&*self.driver, dqkv, dout, qkv, out, lse, b, t, c, nh)
         } else {
             attention::attention_backward(&*self.driver, dqkv, dout, qkv, out, lse, b, t, c, nh)
