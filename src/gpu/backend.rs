@@ -1,9 +1,10 @@
 //! The GPU backend: every flat buffer is one device allocation and each layer method calls the launcher of the
 //! same name in src/gpu, with device pointers at the handles' offsets. The same code drives a real GPU (the CUDA
-//! driver) and the emulator; only the `Driver` differs. Attention is the one exception to "the same name": it runs
-//! the flash attention kernels (src/gpu/flash_attention.rs) for heads of up to 64 channels, every GPT-2 size, and
-//! the clear kernels of src/gpu/attention.rs for the shapes flash attention refuses. Both compute the same out, lse
-//! and dqkv, so either pass may use either kernel.
+//! driver) and the emulator; only the `Driver` differs. Attention is the one exception to "the same name": in bf16
+//! it runs the tensor-core flash attention (src/gpu/flash_attention_tc.rs, WMMA) for heads of 16, 32, 48 or 64
+//! channels, every GPT-2 size; otherwise the SIMT flash attention (src/gpu/flash_attention.rs) for heads of up to
+//! 64 channels, and the clear kernels of src/gpu/attention.rs for the shapes flash attention refuses. All compute
+//! the same out, lse and dqkv, so either pass may use either kernel.
 //!
 //! Precision: parameters, gradients, activations and their gradients are stored in the backend's `floatX` (f32 or
 //! bf16, every kernel compiled for both); statistics and AdamW's moments are always f32. With bf16 the backend
