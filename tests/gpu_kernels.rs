@@ -728,19 +728,35 @@ fn run_trainer(
     train: &std::path::Path,
     val: &std::path::Path,
 ) -> String {
+    let out = dir.join(format!("{device}-{precision}"));
+    let mut cmd = trainer_command(device, precision, steps, train, val);
+    run_command(cmd.args(["--lr", "3e-3", "--out"]).arg(out), device)
+}
+
+/// The trainer on the small model every trainer test here uses, evaluating every 5 steps.
+fn trainer_command(
+    device: &str,
+    precision: &str,
+    steps: usize,
+    train: &std::path::Path,
+    val: &std::path::Path,
+) -> std::process::Command {
     // gpu_check.sh runs this binary on another machine, where cargo's build path does not exist.
     let exe = std::env::var_os("LLMRS_TRAIN_GPT2").unwrap_or_else(|| env!("CARGO_BIN_EXE_train_gpt2").into());
-    let out = std::process::Command::new(exe)
-        .args(["--device", device, "--precision", precision, "--train-data"])
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--device", device, "--precision", precision, "--train-data"])
         .arg(train)
         .arg("--val-data")
         .arg(val)
         .args(["--layers", "2", "--heads", "3", "--channels", "48", "--max-seq-len", "16", "--vocab-size", "97"])
         .args(["-b", "3", "-t", "13", "--steps", &steps.to_string(), "--val-every", "5", "--val-batches", "2"])
-        .args(["--lr", "3e-3", "--threads", "2", "--out"])
-        .arg(dir.join(format!("{device}-{precision}")))
-        .output()
-        .expect("the trainer runs");
+        .args(["--threads", "2"]);
+    cmd
+}
+
+/// Runs `cmd` to a successful end and returns its stdout.
+fn run_command(cmd: &mut std::process::Command, device: &str) -> String {
+    let out = cmd.output().expect("the trainer runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{device} run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout
@@ -828,5 +844,38 @@ gpu_test! {
             assert!((g - c).abs() <= BF16_LOSS_TOLERANCE, "loss {g} in bf16 on {device} vs {c} on the cpu\n{stdout}");
         }
         assert!(gpu_train[29] < gpu_train[0] - 0.5, "bf16 training should learn: {gpu_train:?}");
+    }
+}
+
+gpu_test! {
+    /// A bf16 run resumes from its checkpoint (f32 master weights, AdamW state, loader position) and continues as
+    /// the uninterrupted run does, within bf16 noise rather than bit for bit: on load the bf16 copy of the weights is
+    /// rounded to nearest from the master weights, where training had rounded it stochastically. It may also
+    /// resume in fp32, since the checkpoint holds f32 weights.
+    fn a_bf16_run_resumes_from_its_checkpoint_in_bf16_or_fp32() {
+        let device = gpu_device();
+        let dir = tempfile::TempDir::new().unwrap();
+        let (train, val) = learnable_shards(dir.path());
+        // A constant learning rate, so a run planned for 6 steps and extended to 12 follows the 12-step schedule.
+        let run = |name: &str, precision: &str, steps: usize, extra: &[&str]| {
+            let mut cmd = trainer_command(device, precision, steps, &train, &val);
+            cmd.args(["--lr", "3e-3", "--warmup", "0", "--lr-final-frac", "1", "--checkpoint-every", "6", "--out"])
+                .arg(dir.path().join(name))
+                .args(extra);
+            run_command(&mut cmd, device)
+        };
+        run("whole", "bf16", 12, &[]);
+        let (whole, _) = read_losses(&dir.path().join("whole").join("metrics.jsonl"));
+        for (name, precision, tolerance) in [("resumed-bf16", "bf16", 1e-2), ("resumed-fp32", "fp32", BF16_LOSS_TOLERANCE)] {
+            run(name, "bf16", 6, &[]);
+            let stdout = run(name, precision, 12, &["--resume"]);
+            assert!(stdout.contains("resume:"), "the run says it resumed:\n{stdout}");
+            let (resumed, _) = read_losses(&dir.path().join(name).join("metrics.jsonl"));
+            assert_eq!(resumed.len(), 12, "6 steps, then 6 more after the resume");
+            assert!(resumed[..6] == whole[..6], "the first 6 steps are the same run: {resumed:?} vs {whole:?}");
+            let err = resumed[6..].iter().zip(&whole[6..]).map(|(r, w)| (r - w).abs()).fold(0.0f32, f32::max);
+            eprintln!("max |resumed in {precision} - uninterrupted bf16| over steps 7-12: {err:e}");
+            assert!(err <= tolerance, "resumed in {precision}: {resumed:?} vs uninterrupted {whole:?}");
+        }
     }
 }
