@@ -9,7 +9,9 @@
 //! Like tests/gpu_kernels.rs, these run under the emulator (`--features emu`), are ignored in a `cuda`-only build
 //! unless run with `--ignored` on a GPU (dev/scripts/gpu_check.sh), and are reported ignored without either.
 
+#[macro_use]
 mod common;
+use common::bf16::{randn16, rms, round_bf16};
 use common::driver;
 use llmrs::cpu;
 use llmrs::cpu::adamw::AdamWStep;
@@ -25,17 +27,6 @@ const F32_REL: f32 = 1e-4;
 /// (B, T, C, NH): C = 48 and 40 are whole 128-bit groups of 8 bf16 per row; C = 45 puts rows off 16-byte
 /// boundaries and ends each in a partial group.
 const SHAPES: &[(usize, usize, usize, usize)] = &[(3, 13, 48, 3), (2, 33, 40, 5), (2, 5, 45, 3)];
-
-fn round_bf16(x: f32) -> f32 {
-    half::bf16::from_f32(x).to_f32()
-}
-
-/// `n` normal values of std `std`, already rounded to bf16.
-fn randn16(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
-    let mut v = vec![0.0; n];
-    rng.fill_normal(&mut v, std);
-    v.iter().map(|&x| round_bf16(x)).collect()
-}
 
 fn tokens(rng: &mut Rng, n: usize, below: usize) -> Vec<u32> {
     (0..n).map(|_| rng.below(below) as u32).collect()
@@ -58,10 +49,6 @@ fn upload_tokens(d: &Rc<dyn Driver>, data: &[u32]) -> DeviceTokens {
     let buf = DeviceTokens::new(d, data.len()).unwrap();
     buf.write(data).unwrap();
     buf
-}
-
-fn rms(xs: &[f32]) -> f32 {
-    (xs.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / xs.len().max(1) as f64).sqrt() as f32
 }
 
 /// A bf16 result within the stated tolerance of the CPU, every element (NaN fails).
@@ -87,18 +74,6 @@ fn assert_f32_close(what: &str, gpu: &DeviceBuffer, cpu: &[f32]) {
     for (i, (g, c)) in got.iter().zip(cpu).enumerate() {
         assert!((g - c).abs() <= F32_ABS + F32_REL * c.abs(), "{what}[{i}]: gpu {g} vs cpu {c}");
     }
-}
-
-macro_rules! gpu_test {
-    ($(#[$meta:meta])* fn $name:ident() $body:block) => {
-        $(#[$meta])*
-        #[test]
-        #[cfg_attr(
-            not(feature = "emu"),
-            ignore = "needs the emulator (--features emu) or a GPU (--features cuda, run with --ignored)"
-        )]
-        fn $name() $body
-    };
 }
 
 gpu_test! {

@@ -16,7 +16,9 @@
 //! Like tests/gpu_bf16.rs, these run under the emulator (`--features emu`), are ignored in a `cuda`-only build unless
 //! run with `--ignored` on a GPU (dev/scripts/gpu_check.sh), and are reported ignored without either.
 
+#[macro_use]
 mod common;
+use common::bf16::{randn16, rms, round_bf16};
 use common::driver;
 use llmrs::cpu;
 use llmrs::gpu::driver::{DType, DeviceBuffer, DeviceSlice, Driver};
@@ -41,17 +43,6 @@ const SHAPES: &[(usize, usize, usize, usize, f32)] = &[
     (1, 200, 96, 3, 1.0),
 ];
 
-fn round_bf16(x: f32) -> f32 {
-    half::bf16::from_f32(x).to_f32()
-}
-
-/// `n` normal values of std `std`, already rounded to bf16.
-fn randn16(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
-    let mut v = vec![0.0; n];
-    rng.fill_normal(&mut v, std);
-    v.iter().map(|&x| round_bf16(x)).collect()
-}
-
 /// `data` as bf16 on the device, starting `offset` elements into its allocation (an offset that is not a multiple of
 /// 8 puts rows off 16-byte boundaries, as a tensor inside a flat buffer may be). Returns the allocation and the view.
 fn bf16_at(d: &Rc<dyn Driver>, data: &[f32], offset: usize) -> (DeviceBuffer, DeviceSlice) {
@@ -60,10 +51,6 @@ fn bf16_at(d: &Rc<dyn Driver>, data: &[f32], offset: usize) -> (DeviceBuffer, De
     let buf = DeviceBuffer::from_host_as(d, &padded, DType::Bf16).unwrap();
     let view = buf.at(offset, data.len());
     (buf, view)
-}
-
-fn rms(xs: &[f32]) -> f32 {
-    (xs.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / xs.len().max(1) as f64).sqrt() as f32
 }
 
 /// A device tensor widened to f32.
@@ -157,18 +144,6 @@ fn rounded_backward(
             }
         }
     }
-}
-
-macro_rules! gpu_test {
-    ($(#[$meta:meta])* fn $name:ident() $body:block) => {
-        $(#[$meta])*
-        #[test]
-        #[cfg_attr(
-            not(feature = "emu"),
-            ignore = "needs the emulator (--features emu) or a GPU (--features cuda, run with --ignored)"
-        )]
-        fn $name() $body
-    };
 }
 
 /// Runs forward and backward at every shape with the tensors `offset` elements into their allocations.

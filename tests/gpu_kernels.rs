@@ -10,6 +10,7 @@
 //!
 //! Backward kernels accumulate, like the CPU: gradient buffers start from the same random values on both sides.
 
+#[macro_use]
 mod common;
 use common::driver;
 use llmrs::backend::Precision;
@@ -110,18 +111,6 @@ fn assert_floats_close(what: &str, got: &[f32], cpu: &[f32], tol: Tol) {
         let ok = (g - c).abs() <= tol.abs + tol.rel * c.abs();
         assert!(ok, "{what}[{i}]: gpu {g} vs cpu {c} (tolerance {} + {} |cpu|)", tol.abs, tol.rel);
     }
-}
-
-macro_rules! gpu_test {
-    ($(#[$meta:meta])* fn $name:ident() $body:block) => {
-        $(#[$meta])*
-        #[test]
-        #[cfg_attr(
-            not(feature = "emu"),
-            ignore = "needs the emulator (--features emu) or a GPU (--features cuda, run with --ignored)"
-        )]
-        fn $name() $body
-    };
 }
 
 gpu_test! {

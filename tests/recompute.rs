@@ -1,6 +1,7 @@
 //! `--recompute`: the backward pass rebuilds GELU's and the LayerNorms' outputs instead of keeping them for every
 //! layer. Results must not change by a single bit on the CPU, and must stay within tolerance on the GPU backend.
 
+#[macro_use]
 mod common;
 use common::driver;
 use llmrs::backend::Precision;
