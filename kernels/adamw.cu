@@ -77,22 +77,22 @@ extern "C" __global__ void adamw_update(floatX* params, float* master, const flo
     }
     if (master != nullptr) {
         store_group(master, i, N, param);
-        // The rounded group: GROUP floatX are 16 bytes, one 128-bit store when aligned and whole.
-        union {
-            int4 bits;
-            floatX elems[GROUP];
-        } rounded;
+        // The rounded group: GROUP floatX are 16 bytes, one 128-bit store when aligned and whole. Assembled in an
+        // int4 by memcpy, which nvcc keeps in registers (a union indexed element by element went to the stack).
+        floatX rounded[GROUP];
         for (int k = 0; k < GROUP; k++) {
-            rounded.elems[k] = stochastic_round<floatX>(param.v[k], hash32((unsigned int)(i + k) ^ seed));
+            rounded[k] = stochastic_round<floatX>(param.v[k], hash32((unsigned int)(i + k) ^ seed));
         }
         if (i + GROUP <= (size_t)N && is_aligned128(params + i)) {
 #ifdef LLMRS_EMU
             emu::check_aligned(params + i, 16);
 #endif
-            *reinterpret_cast<int4*>(params + i) = rounded.bits;
+            int4 bits;
+            memcpy(&bits, rounded, sizeof(bits));
+            *reinterpret_cast<int4*>(params + i) = bits;
         } else {
             for (int k = 0; k < GROUP && i + k < (size_t)N; k++) {
-                params[i + k] = rounded.elems[k];
+                params[i + k] = rounded[k];
             }
         }
     } else {
