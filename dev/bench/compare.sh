@@ -12,6 +12,10 @@
 #
 # Usage: bash dev/bench/compare.sh [--rounds 3] [--configs "d4 d12"] [-b 4] [-t 64] [--threads 2]
 #                                  [--warmup 2] [--steps 8]
+#        bash dev/bench/compare.sh --issue6    # issue 6's three configs: d12:4:64 d4:8:256 bytes6:16:256
+# A config is a preset (d4, d6, d12) or bytes6 (d6's shape with a 256-token byte vocabulary, trained by llmrs on
+# byte-tokenized text made here with `llmrs prepare --tokenizer bytes`), optionally with its own B and T as
+# NAME:B:T (else -b and -t).
 # Environment: PYTHON (default python3; it needs torch and transformers, e.g. a venv's bin/python).
 set -euo pipefail
 
@@ -33,6 +37,7 @@ while [[ $# -gt 0 ]]; do
         --threads) THREADS=$2; shift 2 ;;
         --warmup) WARMUP=$2; shift 2 ;;
         --steps) STEPS=$2; shift 2 ;;
+        --issue6) CONFIGS="d12:4:64 d4:8:256 bytes6:16:256"; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -45,15 +50,25 @@ trap 'rm -rf "$WORK"' EXIT
 RESULTS=$WORK/results.jsonl
 
 echo "== building the release trainer"
-cargo build --release --bin train_gpt2 2>&1 | tail -1
+cargo build --release --bin train_gpt2 --bin llmrs 2>&1 | tail -1
+# Byte-level shards for bytes6: the repository's own text, a few hundred KB, tokenized one byte per token.
+if [[ " $CONFIGS " == *" bytes6"* ]]; then
+    find . -path ./target -prune -o \( -name '*.md' -o -name '*.rs' -o -name '*.cu' \) -print | sort \
+        | xargs cat >"$WORK/bytes.txt"
+    target/release/llmrs prepare "$WORK/bytes.txt" --tokenizer bytes -o "$WORK/bytes" >/dev/null
+fi
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC') | $(nproc) cores | $(lscpu | sed -n 's/^Model name: *//p')"
-echo "== B=$B T=$T threads=$THREADS | $WARMUP warm-up + $STEPS timed steps per run | $ROUNDS rounds"
+echo "== B=$B T=$T (unless a config names its own) threads=$THREADS | $WARMUP warm-up + $STEPS timed steps per run | $ROUNDS rounds"
 
 # llmrs: the trainer on its built-in data (no validation, no samples, constant lr, weight decay 0.1 as pytorch),
 # per-step ms from metrics.jsonl. Appends one JSON line to $RESULTS.
 run_llmrs() {
     local config=$1 round=$2 out=$WORK/llmrs_${config}_$round
-    target/release/train_gpt2 -e "$config" -b "$B" -t "$T" -x $((WARMUP + STEPS)) -u 0 -c 0.1 -v 0 -s 0 \
+    local model=(-e "$config")
+    if [[ $config == bytes6 ]]; then
+        model=(-e d6 --vocab-size 256 --train-data "$WORK/bytes/bytes_train_*.bin")
+    fi
+    target/release/train_gpt2 "${model[@]}" -b "$B" -t "$T" -x $((WARMUP + STEPS)) -u 0 -c 0.1 -v 0 -s 0 \
         --threads "$THREADS" --out "$out" >"$out.log"
     "$PYTHON" - "$out" "$config" "$round" "$WARMUP" "$B" "$T" >>"$RESULTS" <<'PY'
 import json, re, statistics, sys
@@ -79,9 +94,12 @@ print(json.dumps({'framework': 'pytorch', 'config': r['config'], 'round': $round
 " >>"$RESULTS"
 }
 
+B_DEFAULT=$B T_DEFAULT=$T
 for round in $(seq 1 "$ROUNDS"); do
-    for config in $CONFIGS; do
-        echo "-- round $round/$ROUNDS $config | load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    for spec in $CONFIGS; do
+        IFS=: read -r config B T <<<"$spec"
+        B=${B:-$B_DEFAULT} T=${T:-$T_DEFAULT}
+        echo "-- round $round/$ROUNDS $config B=$B T=$T | load: $(cut -d' ' -f1-3 /proc/loadavg)"
         if (( round % 2 == 1 )); then
             run_llmrs "$config" "$round"; run_pytorch "$config" "$round"
         else

@@ -3,12 +3,12 @@
 The step: optimizer.zero_grad, forward (GPT2LMHeadModel, tied lm_head) with cross-entropy against the targets,
 backward, clip_grad_norm_ to 1.0, AdamW step with weight decay on the weight matrices only (as llmrs). The model
 is transformers' GPT2LMHeadModel built from a GPT2Config with random init, never pretrained weights, and every
-dropout 0. Tokens are seeded random ids below V = 50257; targets are the inputs shifted by one.
+dropout 0. Tokens are seeded random ids below V (50257, or 256 for bytes6); targets are the inputs shifted by one.
 
 Prints one line per timed step, then one JSON line:
   {"framework": "pytorch", "config": "d12", "B": 4, "T": 64, "threads": 2, "median_ms": ..., ...}
 gflop_per_step uses llmrs's formula (config.rs flops_per_token): 6 per parameter, counted as llm.c does with the
-token table padded to Vp = 50304 rows, plus 6 * L * C * T for attention, times B * T tokens.
+token table padded to Vp rows (50304 for GPT-2's vocabulary), plus 6 * L * C * T for attention, times B * T tokens.
 
 Usage: python dev/bench/pytorch_step.py --preset d12 -b 4 -t 64 --warmup 2 --steps 8
 """
@@ -22,10 +22,21 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-# (L, C, NH) of llmrs's presets (src/config.rs PRESETS).
-PRESETS = {"d4": (4, 256, 4), "d6": (6, 384, 6), "d12": (12, 768, 12)}
-VOCAB_SIZE = 50257  # V: GPT-2's tokenizer
-PADDED_VOCAB_SIZE = 50304  # Vp: llm.c's padded token table, only used to count FLOPs as llmrs does
+# (L, C, NH, V) of llmrs's presets (src/config.rs PRESETS) with GPT-2's vocabulary, and "bytes6": d6's shape with
+# a byte-level vocabulary of 256 (issue 6's third config; compare.sh trains llmrs on byte-tokenized text for it).
+PRESETS = {
+    "d4": (4, 256, 4, 50257),
+    "d6": (6, 384, 6, 50257),
+    "d12": (12, 768, 12, 50257),
+    "bytes6": (6, 384, 6, 256),
+}
+
+
+def padded_vocab(v):
+    """Vp: llm.c's token table padded to a multiple of 128 rows, only used to count FLOPs as llmrs does."""
+    return (v + 127) // 128 * 128
+
+
 MAX_SEQ_LEN = 1024  # maxT
 # The step costs the same for any values, except that weight decay must be nonzero: torch skips the decay pass
 # at 0, llmrs always runs it (compare.sh passes -c 0.1 to the trainer).
@@ -37,9 +48,12 @@ GRAD_CLIP = 1.0
 
 
 def build_model(preset):
-    n_layer, n_embd, n_head = PRESETS[preset]
+    n_layer, n_embd, n_head, vocab_size = PRESETS[preset]
     config = GPT2Config(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
+        # GPT-2's end-of-text id (50256) is outside a byte vocabulary: use the last token, as llmrs's bytes tokenizer.
+        bos_token_id=vocab_size - 1,
+        eos_token_id=vocab_size - 1,
         n_positions=MAX_SEQ_LEN,
         n_layer=n_layer,
         n_embd=n_embd,
@@ -53,8 +67,8 @@ def build_model(preset):
 
 def gflop_per_step(preset, b, t):
     """llmrs's GPT2Config::flops_per_token(T) * B * T / 1e9, with llm.c's parameter count."""
-    L, C, _ = PRESETS[preset]
-    params = (PADDED_VOCAB_SIZE + MAX_SEQ_LEN) * C + L * (12 * C * C + 13 * C) + 2 * C
+    L, C, _, V = PRESETS[preset]
+    params = (padded_vocab(V) + MAX_SEQ_LEN) * C + L * (12 * C * C + 13 * C) + 2 * C
     return (6 * params + 6 * L * C * t) * b * t / 1e9
 
 
@@ -85,7 +99,7 @@ def main():
         eps=EPS,
     )
     generator = torch.Generator().manual_seed(args.seed)
-    tokens = torch.randint(0, VOCAB_SIZE, (b * t + 1,), generator=generator)
+    tokens = torch.randint(0, PRESETS[args.preset][3], (b * t + 1,), generator=generator)
     inputs = tokens[:-1].view(b, t)  # (B, T)
     targets = tokens[1:].view(b, t)  # (B, T)
 
