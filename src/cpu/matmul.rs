@@ -7,9 +7,52 @@
 use rayon::prelude::*;
 
 /// dst (m, n) += lhs (m, k) · rhs (k, n), each operand given by its row stride and column stride in elements.
-/// With `accumulate` false, dst is overwritten.
+/// With `accumulate` false, dst is overwritten. Uses every thread of the pool.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    dst_cs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    accumulate: bool,
+) {
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    sgemm_with(parallelism, m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate)
+}
+
+/// `sgemm` on the calling thread only, for callers that are already one task of a parallel loop.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_serial(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    dst_cs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    accumulate: bool,
+) {
+    let p = gemm::Parallelism::None;
+    sgemm_with(p, m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sgemm_with(
+    parallelism: gemm::Parallelism,
     m: usize,
     n: usize,
     k: usize,
@@ -32,8 +75,6 @@ pub(crate) fn sgemm(
     assert!(last(m, n, dst_rs, dst_cs) < dst.len(), "sgemm: dst too small");
     assert!(last(m, k, lhs_rs, lhs_cs) < lhs.len(), "sgemm: lhs too small");
     assert!(last(k, n, rhs_rs, rhs_cs) < rhs.len(), "sgemm: rhs too small");
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above keep every element the strides reach inside its slice; dst is borrowed mutably
     // and so cannot alias lhs or rhs.
     unsafe {
