@@ -30,14 +30,16 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// p (T, T) = the scaled scores of head h of one sequence, s[t][t2] = q[t] · k[t2] / sqrt(HS), for every pair (the
-/// callers mask t2 > t). qkv: (T, 3C) of this sequence.
+/// p (T, T) = the causal scores of head h of one sequence: s[t][t2] = q[t] · k[t2] / sqrt(HS) for t2 <= t, 0 above
+/// the diagonal (the callers turn row t's first t + 1 entries into probabilities). qkv: (T, 3C) of this sequence.
 fn scores(p: &mut [f32], qkv: &[f32], t: usize, c: usize, hs: usize, h: usize) {
     let scale = 1.0 / (hs as f32).sqrt();
     // S (T, T) = Q (T, HS) · Kᵀ (HS, T): K's row j, channel i is qkv[j * 3C + C + h HS + i].
     sgemm_serial(t, t, hs, p, t, 1, &qkv[h * hs..], 3 * c, 1, &qkv[c + h * hs..], 1, 3 * c, false);
-    for s in p[..t * t].iter_mut() {
-        *s *= scale;
+    for (ti, row) in p[..t * t].chunks_exact_mut(t).enumerate() {
+        let (seen, future) = row.split_at_mut(ti + 1);
+        seen.iter_mut().for_each(|s| *s *= scale);
+        future.fill(0.0);
     }
 }
 
@@ -55,8 +57,7 @@ pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], b: usize
                 for h in 0..nh {
                     scores(p, qkv_b, t, c, hs, h);
                     for (ti, row) in p[..t * t].chunks_exact_mut(t).enumerate() {
-                        let (seen, future) = row.split_at_mut(ti + 1);
-                        future.fill(0.0);
+                        let seen = &mut row[..=ti];
                         let max = seen.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
                         let mut sum = 0.0f32;
                         for s in seen.iter_mut() {
@@ -107,12 +108,8 @@ pub fn attention_backward(
                 // P recomputed from the scores and the forward pass's lse; zero above the diagonal.
                 scores(p, qkv_b, t, c, hs, h);
                 for (ti, row) in p[..t * t].chunks_exact_mut(t).enumerate() {
-                    let (seen, future) = row.split_at_mut(ti + 1);
-                    future.fill(0.0);
                     let l = lse_b[ti * nh + h];
-                    for s in seen.iter_mut() {
-                        *s = (*s - l).exp();
-                    }
+                    row[..=ti].iter_mut().for_each(|s| *s = (*s - l).exp());
                 }
                 // dP (T, T) = dout_h (T, HS) · Vᵀ (HS, T).
                 let (g, v) = (&dout_b[h * hs..], &qkv_b[2 * c + h * hs..]);

@@ -32,6 +32,10 @@ pub struct GpuBackend {
     /// f32 master weights, Params' layout; only with bf16 parameters.
     master: Option<DeviceBuffer>,
     inputs: Option<DeviceTokens>,
+    /// The batch's inputs on the host, and whether `input_order` holds their order yet: only a backward pass
+    /// needs it, so forward-only passes (evaluation, sampling a token at a time) never sort or upload it.
+    host_inputs: Vec<u32>,
+    input_order_current: bool,
     input_order: Option<DeviceTokens>,
     targets: Option<DeviceTokens>,
     norm_partials: DeviceBuffer,
@@ -46,6 +50,8 @@ impl GpuBackend {
             bufs: Default::default(),
             master: None,
             inputs: None,
+            host_inputs: Vec::new(),
+            input_order_current: false,
             input_order: None,
             targets: None,
             norm_partials,
@@ -146,7 +152,9 @@ impl Backend for GpuBackend {
 
     fn set_tokens(&mut self, inputs: &[u32], targets: Option<&[u32]>) -> Result<()> {
         Self::upload_tokens(&self.driver, &mut self.inputs, inputs)?;
-        Self::upload_tokens(&self.driver, &mut self.input_order, &encoder::token_order(inputs))?;
+        self.host_inputs.clear();
+        self.host_inputs.extend_from_slice(inputs);
+        self.input_order_current = false;
         if let Some(targets) = targets {
             Self::upload_tokens(&self.driver, &mut self.targets, targets)?;
         }
@@ -167,6 +175,11 @@ impl Backend for GpuBackend {
         t: usize,
         c: usize,
     ) -> Result<()> {
+        if !self.input_order_current {
+            let order = encoder::token_order(&self.host_inputs);
+            Self::upload_tokens(&self.driver, &mut self.input_order, &order)?;
+            self.input_order_current = true;
+        }
         let inputs = Self::tokens(&self.inputs, "inputs")?;
         let order = Self::tokens(&self.input_order, "inputs")?;
         let (dwte, dwpe, dout) = (self.dev(dwte), self.dev(dwpe), self.dev(dout));

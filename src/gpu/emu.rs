@@ -10,7 +10,7 @@
 //! failure comes from an allocation mid-run. A malformed value fails every allocation with an error naming the
 //! variable; the backend allocates when it opens, so the run stops there.
 
-use super::driver::{Arg, DType, DevicePtr, Dim3, Driver};
+use super::driver::{Arg, DType, DevicePtr, DeviceSlice, Dim3, Driver};
 use crate::error::{Error, Result};
 use std::alloc::Layout;
 use std::cell::{Cell, RefCell};
@@ -251,11 +251,9 @@ impl Driver for EmuDriver {
         if overlaps(a, m * k * e) || overlaps(b, k * n * e) || bias.is_some_and(|p| overlaps(p, n * e)) {
             return Err(Error::config("emu", "gemm output overlaps an input"));
         }
-        let widen = |p: DevicePtr, len: usize| -> Result<Vec<f32>> {
-            let mut bytes = vec![0u8; len * e];
-            self.copy_to_host(&mut bytes, p)?;
+        let widen = |ptr: DevicePtr, len: usize| -> Result<Vec<f32>> {
             let mut out = vec![0.0f32; len];
-            dtype.decode(&bytes, &mut out);
+            DeviceSlice { ptr, len, dtype }.read_into(self, &mut out)?;
             Ok(out)
         };
         // The bias goes in first and the product accumulates on top, in the CPU reference's order
