@@ -298,6 +298,9 @@ impl ActTensors<usize> {
         let one_layer = GPT2Config { num_layers: 1, ..*config };
         let mut sizes = ActTensors::sizes(&one_layer, b, t, Recompute::Nothing);
         sizes.residual3 *= config.num_layers;
+        // dlogits overwrite the logits in the activations (the fused classifier), so no slot is needed here:
+        // (B, T, Vp) is the largest activation of a small model.
+        sizes.logits = 0;
         sizes
     }
 

@@ -525,11 +525,12 @@ impl GPT2 {
         let g = self.param_sizes.tensors(Buf::Grads);
         let (a, st) = (self.acts(Buf::Acts), self.stats());
         let d = self.grad_acts();
-        let slots = ActTensors::grad_sizes(&cfg, b, t).layer_slots();
+        let grad_sizes = ActTensors::grad_sizes(&cfg, b, t);
+        let slots = grad_sizes.layer_slots();
         let slots = Tensor { buf: Buf::GradActs, offset: slots.start, len: slots.len() };
         let be = &mut *self.backend;
         // Activation gradients accumulate (the residual stream gets two contributions), so start from zero.
-        be.zero(Tensor { buf: Buf::GradActs, offset: 0, len: d.logits.offset + d.logits.len })?;
+        be.zero(Tensor { buf: Buf::GradActs, offset: 0, len: grad_sizes.total() })?;
 
         be.matmul_backward(d.lnf, g.wte, None, a.logits, a.lnf, p.wte, b, t, c, vp)?;
         let last_residual = a.residual3.layer(l_count - 1, btc);
