@@ -17,6 +17,7 @@
 //! attention FLOPs, but a GEMM runs more than ten times faster than the dot product per pair it replaces.
 
 use super::matmul::sgemm_serial;
+use super::simd::{dot, exp, max, sum, vectorized};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -24,10 +25,6 @@ thread_local! {
     /// Per worker thread: a (T, T) matrix of scores, then probabilities, and one of their gradients; grown to the
     /// largest T seen and reused.
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// p (T, T) = the causal scores of head h of one sequence: s[t][t2] = q[t] · k[t2] / sqrt(HS) for t2 <= t, 0 above
@@ -56,20 +53,17 @@ pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], b: usize
                 }
                 for h in 0..nh {
                     scores(p, qkv_b, t, c, hs, h);
-                    for (ti, row) in p[..t * t].chunks_exact_mut(t).enumerate() {
-                        let seen = &mut row[..=ti];
-                        let max = seen.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                        let mut sum = 0.0f32;
-                        for s in seen.iter_mut() {
-                            *s = (*s - max).exp();
-                            sum += *s;
+                    vectorized(|| {
+                        for (ti, row) in p[..t * t].chunks_exact_mut(t).enumerate() {
+                            let seen = &mut row[..=ti];
+                            let max = max(seen);
+                            seen.iter_mut().for_each(|s| *s = exp(*s - max));
+                            let sum = sum(seen);
+                            let inv_sum = 1.0 / sum;
+                            seen.iter_mut().for_each(|s| *s *= inv_sum);
+                            lse_b[ti * nh + h] = max + sum.ln();
                         }
-                        let inv_sum = 1.0 / sum;
-                        for s in seen.iter_mut() {
-                            *s *= inv_sum;
-                        }
-                        lse_b[ti * nh + h] = max + sum.ln();
-                    }
+                    });
                     // out_h (T, HS) = P (T, T) · V (T, HS), rows C apart in out.
                     let v = &qkv_b[2 * c + h * hs..];
                     sgemm_serial(t, hs, t, &mut out_b[h * hs..], c, 1, p, t, 1, v, 3 * c, 1, false);
@@ -107,20 +101,25 @@ pub fn attention_backward(
             for h in 0..nh {
                 // P recomputed from the scores and the forward pass's lse; zero above the diagonal.
                 scores(p, qkv_b, t, c, hs, h);
-                for (ti, row) in p[..t * t].chunks_exact_mut(t).enumerate() {
-                    let l = lse_b[ti * nh + h];
-                    row[..=ti].iter_mut().for_each(|s| *s = (*s - l).exp());
-                }
+                vectorized(|| {
+                    for (ti, row) in p[..t * t].chunks_exact_mut(t).enumerate() {
+                        let l = lse_b[ti * nh + h];
+                        row[..=ti].iter_mut().for_each(|s| *s = exp(*s - l));
+                    }
+                });
                 // dP (T, T) = dout_h (T, HS) · Vᵀ (HS, T).
                 let (g, v) = (&dout_b[h * hs..], &qkv_b[2 * c + h * hs..]);
                 sgemm_serial(t, t, hs, dp, t, 1, g, c, 1, v, 1, 3 * c, false);
                 // dS = P (dP - D) / sqrt(HS), in place of dP (zero above the diagonal, where P is).
-                for ti in 0..t {
-                    let d = dot(&dout_b[ti * c + h * hs..][..hs], &out_b[ti * c + h * hs..][..hs]);
-                    for (ds, &pp) in dp[ti * t..][..t].iter_mut().zip(&p[ti * t..][..t]) {
-                        *ds = pp * (*ds - d) * scale;
+                vectorized(|| {
+                    for ti in 0..t {
+                        let d = dot(&dout_b[ti * c + h * hs..][..hs], &out_b[ti * c + h * hs..][..hs]);
+                        for (ds, &pp) in dp[ti * t..][..=ti].iter_mut().zip(&p[ti * t..][..=ti]) {
+                            *ds = pp * (*ds - d) * scale;
+                        }
+                        dp[ti * t + ti + 1..][..t - ti - 1].fill(0.0);
                     }
-                }
+                });
                 let (q, k) = (&qkv_b[h * hs..], &qkv_b[c + h * hs..]);
                 // dQ (T, HS) += dS (T, T) · K (T, HS); dK += dSᵀ · Q; dV += Pᵀ · dout.
                 sgemm_serial(t, hs, t, &mut dqkv_b[h * hs..], 3 * c, 1, dp, t, 1, k, 3 * c, 1, true);

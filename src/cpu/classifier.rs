@@ -4,6 +4,7 @@
 //! Per row, over the V real columns only (padding columns V..Vp never enter the softmax and get zero gradient):
 //!   p = softmax(logits[:V]);  loss = log(sum exp logits) - logits[target];  dlogits = (p - onehot(target)) dloss
 
+use super::simd::{exp, max, sum, vectorized};
 use rayon::prelude::*;
 
 /// logits: (B, T, Vp), overwritten with dlogits when `dloss` is given; losses: (B, T); targets: (B, T) < V.
@@ -24,17 +25,27 @@ pub fn fused_classifier(
         |((row, loss), &target)| {
             let target = target as usize;
             debug_assert!(target < v, "target {target} outside the vocab of {v}");
-            let max = row[..v].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let sum: f32 = row[..v].iter().map(|&x| (x - max).exp()).sum();
-            *loss = max + sum.ln() - row[target];
-            if let Some(dloss) = dloss {
-                let inv_sum = 1.0 / sum;
-                for x in &mut row[..v] {
-                    *x = (*x - max).exp() * inv_sum * dloss;
+            vectorized(|| {
+                let max = max(&row[..v]);
+                match dloss {
+                    // Evaluation: the logits must survive, so the exponentials are summed on the fly.
+                    None => {
+                        let sum = row[..v].iter().fold(0.0, |s, &x| s + exp(x - max));
+                        *loss = max + sum.ln() - row[target];
+                    }
+                    // Training: e^(logit - max) is stored in place once, summed, then scaled into p dloss.
+                    Some(dloss) => {
+                        let logit = row[target];
+                        row[..v].iter_mut().for_each(|x| *x = exp(*x - max));
+                        let sum = sum(&row[..v]);
+                        *loss = max + sum.ln() - logit;
+                        let scale = dloss / sum;
+                        row[..v].iter_mut().for_each(|x| *x *= scale);
+                        row[target] -= dloss;
+                        row[v..].fill(0.0);
+                    }
                 }
-                row[target] -= dloss;
-                row[v..].fill(0.0);
-            }
+            });
         },
     );
 }
