@@ -89,6 +89,11 @@ macro_rules! tensor_struct {
             pub fn into_vec(self) -> Vec<S> {
                 vec![$(self.$field),*]
             }
+
+            /// The fields in buffer order, without allocating.
+            pub fn iter(&self) -> impl Iterator<Item = &S> {
+                [$(&self.$field),*].into_iter()
+            }
         }
 
         impl $name<usize> {

@@ -649,9 +649,10 @@ impl GPT2 {
             self.backend.reserve(Buf::AdamV, n)?;
             self.have_optimizer_state = true;
         }
-        let tensors = [Buf::Params, Buf::Grads, Buf::AdamM, Buf::AdamV].map(|buf| self.param_sizes.tensors(buf));
-        let [params, grads, m, v] = tensors.map(|t| t.into_vec());
-        for (i, (((p, g), m), v)) in params.into_iter().zip(grads).zip(m).zip(v).enumerate() {
+        let [params, grads, m, v] =
+            [Buf::Params, Buf::Grads, Buf::AdamM, Buf::AdamV].map(|buf| self.param_sizes.tensors(buf));
+        let per_tensor = params.iter().zip(grads.iter()).zip(m.iter()).zip(v.iter());
+        for (i, (((&p, &g), &m), &v)) in per_tensor.enumerate() {
             let weight_decay = if ParamTensors::<usize>::is_matrix(i) { adamw.weight_decay } else { 0.0 };
             let hp = AdamWStep {
                 lr,
