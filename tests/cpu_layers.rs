@@ -606,12 +606,13 @@ fn matmul_is_bitwise_independent_of_thread_count() {
 // attention
 // ------------------------------------------------------------------------------------------------------------
 
-/// HS 16, 16 with B*T = 1, 4 (NH 5), 18 (T 33).
-const ATTENTION_SHAPES: [AttnShape; 4] = [
+/// HS 16, 16 with B*T = 1, 4 (NH 5), 18 (T 33), and T 150: three query blocks of the CPU kernel, the last partial.
+const ATTENTION_SHAPES: [AttnShape; 5] = [
     AttnShape { b: 3, t: 13, c: 48, nh: 3 },
     AttnShape { b: 1, t: 1, c: 48, nh: 3 },
     AttnShape { b: 2, t: 7, c: 20, nh: 5 },
     AttnShape { b: 1, t: 33, c: 36, nh: 2 },
+    AttnShape { b: 2, t: 150, c: 32, nh: 2 },
 ];
 
 #[test]

@@ -8,36 +8,56 @@
 //! Backward, with p = exp(s - lse), dp[t][t2] = dout[t] · v[t2] and D[t] = dout[t] · out[t] (= sum p dp):
 //!   ds = p (dp - D) / sqrt(HS);  dq[t] += ds k[t2];  dk[t2] += ds q[t];  dv[t2] += p dout[t]
 //!
-//! Each (b, h) computes its (T, T) scores with one GEMM (S = Q Kᵀ), turns them into probabilities in place, and
-//! finishes with GEMMs (out = P V; backward dP = dout Vᵀ, then dQ += dS K, dK += dSᵀ Q, dV += Pᵀ dout), on the
-//! GEMM kernels of src/cpu/matmul.rs. The (T, T) matrices live in a per-thread scratch reused by every head and
-//! step (2 T² floats; 8 MB at T = 1024), never in the activations: the backward pass recomputes them from q, k
-//! and lse. Tasks are the B sequences (a task owns its rows of out, lse and dqkv); the GEMMs inside run on the
-//! task's thread. Computing the full T × T product and masking wastes the upper triangle, about half the
-//! attention FLOPs, but a GEMM runs more than ten times faster than the dot product per pair it replaces.
+//! Each (b, h) works through its query rows in blocks of QUERY_BLOCK. Block [i0, i1) attends to keys 0..i1 only,
+//! so its scores are one GEMM, S = Q[i0..i1] K[0..i1]ᵀ, turned into probabilities in place, and its output one more,
+//! out[i0..i1] = P V[0..i1]; backward dP = dout Vᵀ, then dQ += dS K, dK += dSᵀ Q, dV += Pᵀ dout, all on the GEMM
+//! kernels of src/cpu/matmul.rs. Skipping the keys after i1 skips most of the masked upper triangle: at T = 256 the
+//! products do 62.5% of the work of the full (T, T) ones. The (QUERY_BLOCK, T) blocks of P and dP live in a
+//! per-thread scratch reused by every block, head and step (2 x 64 x T floats, in L2), never in the activations:
+//! the backward pass recomputes them from q, k and lse. Tasks are the B sequences (a task owns its rows of out,
+//! lse and dqkv); the GEMMs inside run on the task's thread.
 
 use super::matmul::sgemm_serial;
 use super::simd::{dot, exp, max, sum, vectorized};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+/// Query rows per block. Smaller blocks skip more of the masked triangle but make smaller, slower GEMMs.
+const QUERY_BLOCK: usize = 64;
+
 thread_local! {
-    /// Per worker thread: a (T, T) matrix of scores, then probabilities, and one of their gradients; grown to the
-    /// largest T seen and reused.
+    /// Per worker thread: a (QUERY_BLOCK, T) block of scores, then probabilities, and one of their gradients;
+    /// grown to the largest T seen and reused.
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// p (T, T) = the causal scores of head h of one sequence: s[t][t2] = q[t] · k[t2] / sqrt(HS) for t2 <= t, 0 above
-/// the diagonal (the callers turn row t's first t + 1 entries into probabilities). qkv: (T, 3C) of this sequence.
-fn scores(p: &mut [f32], qkv: &[f32], t: usize, c: usize, hs: usize, h: usize) {
+/// The query blocks [i0, i1) of a sequence of length T.
+fn blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..t).step_by(QUERY_BLOCK).map(move |i0| (i0, (i0 + QUERY_BLOCK).min(t)))
+}
+
+/// p (i1 - i0, T), row r for query i0 + r, columns 0..i1: the scaled scores of head h, q · k / sqrt(HS) up to the
+/// diagonal, 0 right of it (the callers turn each row's first entries into probabilities). qkv: (T, 3C) of this
+/// sequence.
+#[allow(clippy::too_many_arguments)]
+fn scores(p: &mut [f32], qkv: &[f32], t: usize, c: usize, hs: usize, h: usize, i0: usize, i1: usize) {
     let scale = 1.0 / (hs as f32).sqrt();
-    // S (T, T) = Q (T, HS) · Kᵀ (HS, T): K's row j, channel i is qkv[j * 3C + C + h HS + i].
-    sgemm_serial(t, t, hs, p, t, 1, &qkv[h * hs..], 3 * c, 1, &qkv[c + h * hs..], 1, 3 * c, false);
-    for (ti, row) in p[..t * t].chunks_exact_mut(t).enumerate() {
-        let (seen, future) = row.split_at_mut(ti + 1);
+    // S (i1 - i0, i1) = Q[i0..i1] (i1 - i0, HS) · K[0..i1]ᵀ (HS, i1): K's row j, channel i is qkv[j 3C + C + h HS + i].
+    let q = &qkv[i0 * 3 * c + h * hs..];
+    sgemm_serial(i1 - i0, i1, hs, p, t, 1, q, 3 * c, 1, &qkv[c + h * hs..], 1, 3 * c, false);
+    for (r, row) in p.chunks_mut(t).take(i1 - i0).enumerate() {
+        let (seen, future) = row[..i1].split_at_mut(i0 + r + 1);
         seen.iter_mut().for_each(|s| *s *= scale);
         future.fill(0.0);
     }
+}
+
+/// The scratch block, at least QUERY_BLOCK x T long.
+fn grown(m: &mut Vec<f32>, t: usize) -> &mut [f32] {
+    if m.len() < QUERY_BLOCK * t {
+        m.resize(QUERY_BLOCK * t, 0.0);
+    }
+    m
 }
 
 /// out: (B, T, C); lse: (B, T, NH); qkv: (B, T, 3C) with q, k, v at channel offsets 0, C, 2C.
@@ -48,25 +68,25 @@ pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], b: usize
         |(bi, (out_b, lse_b))| {
             let qkv_b = &qkv[bi * t * 3 * c..][..t * 3 * c];
             SCRATCH.with_borrow_mut(|(p, _)| {
-                if p.len() < t * t {
-                    p.resize(t * t, 0.0);
-                }
+                let p = grown(p, t);
                 for h in 0..nh {
-                    scores(p, qkv_b, t, c, hs, h);
-                    vectorized(|| {
-                        for (ti, row) in p[..t * t].chunks_exact_mut(t).enumerate() {
-                            let seen = &mut row[..=ti];
-                            let max = max(seen);
-                            seen.iter_mut().for_each(|s| *s = exp(*s - max));
-                            let sum = sum(seen);
-                            let inv_sum = 1.0 / sum;
-                            seen.iter_mut().for_each(|s| *s *= inv_sum);
-                            lse_b[ti * nh + h] = max + sum.ln();
-                        }
-                    });
-                    // out_h (T, HS) = P (T, T) · V (T, HS), rows C apart in out.
-                    let v = &qkv_b[2 * c + h * hs..];
-                    sgemm_serial(t, hs, t, &mut out_b[h * hs..], c, 1, p, t, 1, v, 3 * c, 1, false);
+                    for (i0, i1) in blocks(t) {
+                        scores(p, qkv_b, t, c, hs, h, i0, i1);
+                        vectorized(|| {
+                            for (r, row) in p.chunks_mut(t).take(i1 - i0).enumerate() {
+                                let seen = &mut row[..=i0 + r];
+                                let max = max(seen);
+                                seen.iter_mut().for_each(|s| *s = exp(*s - max));
+                                let sum = sum(seen);
+                                let inv_sum = 1.0 / sum;
+                                seen.iter_mut().for_each(|s| *s *= inv_sum);
+                                lse_b[(i0 + r) * nh + h] = max + sum.ln();
+                            }
+                        });
+                        // out[i0..i1] (i1 - i0, HS) = P (i1 - i0, i1) · V[0..i1] (i1, HS), rows C apart in out.
+                        let (v, out_h) = (&qkv_b[2 * c + h * hs..], &mut out_b[i0 * c + h * hs..]);
+                        sgemm_serial(i1 - i0, hs, i1, out_h, c, 1, p, t, 1, v, 3 * c, 1, false);
+                    }
                 }
             });
         },
@@ -93,38 +113,40 @@ pub fn attention_backward(
         let (dout_b, out_b) = (&dout[bi * t * c..][..t * c], &out[bi * t * c..][..t * c]);
         let lse_b = &lse[bi * t * nh..][..t * nh];
         SCRATCH.with_borrow_mut(|(p, dp)| {
-            for m in [&mut *p, &mut *dp] {
-                if m.len() < t * t {
-                    m.resize(t * t, 0.0);
-                }
-            }
+            let (p, dp) = (grown(p, t), grown(dp, t));
             for h in 0..nh {
-                // P recomputed from the scores and the forward pass's lse; zero above the diagonal.
-                scores(p, qkv_b, t, c, hs, h);
-                vectorized(|| {
-                    for (ti, row) in p[..t * t].chunks_exact_mut(t).enumerate() {
-                        let l = lse_b[ti * nh + h];
-                        row[..=ti].iter_mut().for_each(|s| *s = exp(*s - l));
-                    }
-                });
-                // dP (T, T) = dout_h (T, HS) · Vᵀ (HS, T).
-                let (g, v) = (&dout_b[h * hs..], &qkv_b[2 * c + h * hs..]);
-                sgemm_serial(t, t, hs, dp, t, 1, g, c, 1, v, 1, 3 * c, false);
-                // dS = P (dP - D) / sqrt(HS), in place of dP (zero above the diagonal, where P is).
-                vectorized(|| {
-                    for ti in 0..t {
-                        let d = dot(&dout_b[ti * c + h * hs..][..hs], &out_b[ti * c + h * hs..][..hs]);
-                        for (ds, &pp) in dp[ti * t..][..=ti].iter_mut().zip(&p[ti * t..][..=ti]) {
-                            *ds = pp * (*ds - d) * scale;
+                for (i0, i1) in blocks(t) {
+                    let rows = i1 - i0;
+                    // P recomputed from the scores and the forward pass's lse; zero right of the diagonal.
+                    scores(p, qkv_b, t, c, hs, h, i0, i1);
+                    vectorized(|| {
+                        for (r, row) in p.chunks_mut(t).take(rows).enumerate() {
+                            let l = lse_b[(i0 + r) * nh + h];
+                            row[..=i0 + r].iter_mut().for_each(|s| *s = exp(*s - l));
                         }
-                        dp[ti * t + ti + 1..][..t - ti - 1].fill(0.0);
-                    }
-                });
-                let (q, k) = (&qkv_b[h * hs..], &qkv_b[c + h * hs..]);
-                // dQ (T, HS) += dS (T, T) · K (T, HS); dK += dSᵀ · Q; dV += Pᵀ · dout.
-                sgemm_serial(t, hs, t, &mut dqkv_b[h * hs..], 3 * c, 1, dp, t, 1, k, 3 * c, 1, true);
-                sgemm_serial(t, hs, t, &mut dqkv_b[c + h * hs..], 3 * c, 1, dp, 1, t, q, 3 * c, 1, true);
-                sgemm_serial(t, hs, t, &mut dqkv_b[2 * c + h * hs..], 3 * c, 1, p, 1, t, g, c, 1, true);
+                    });
+                    // dP (rows, i1) = dout[i0..i1] (rows, HS) · V[0..i1]ᵀ (HS, i1).
+                    let (g, v) = (&dout_b[i0 * c + h * hs..], &qkv_b[2 * c + h * hs..]);
+                    sgemm_serial(rows, i1, hs, dp, t, 1, g, c, 1, v, 1, 3 * c, false);
+                    // dS = P (dP - D) / sqrt(HS), in place of dP; zero right of the diagonal, where P is.
+                    vectorized(|| {
+                        for r in 0..rows {
+                            let ti = i0 + r;
+                            let d = dot(&dout_b[ti * c + h * hs..][..hs], &out_b[ti * c + h * hs..][..hs]);
+                            let (ds, pp) = (&mut dp[r * t..][..i1], &p[r * t..][..=ti]);
+                            for (ds, &pp) in ds.iter_mut().zip(pp) {
+                                *ds = pp * (*ds - d) * scale;
+                            }
+                            ds[ti + 1..].fill(0.0);
+                        }
+                    });
+                    let (q, k) = (&qkv_b[i0 * 3 * c + h * hs..], &qkv_b[c + h * hs..]);
+                    // dQ[i0..i1] += dS (rows, i1) · K[0..i1]; dK[0..i1] += dSᵀ · Q[i0..i1]; dV[0..i1] += Pᵀ · dout[i0..i1].
+                    let dq = &mut dqkv_b[i0 * 3 * c + h * hs..];
+                    sgemm_serial(rows, hs, i1, dq, 3 * c, 1, dp, t, 1, k, 3 * c, 1, true);
+                    sgemm_serial(i1, hs, rows, &mut dqkv_b[c + h * hs..], 3 * c, 1, dp, 1, t, q, 3 * c, 1, true);
+                    sgemm_serial(i1, hs, rows, &mut dqkv_b[2 * c + h * hs..], 3 * c, 1, p, 1, t, g, c, 1, true);
+                }
             }
         });
     });
