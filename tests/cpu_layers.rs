@@ -21,7 +21,7 @@ use llmrs::cpu::classifier::fused_classifier;
 use llmrs::cpu::encoder::{encoder_backward, encoder_forward};
 use llmrs::cpu::gelu::{gelu_backward, gelu_forward};
 use llmrs::cpu::global_norm::{clip_scale, global_norm_squared};
-use llmrs::cpu::layernorm::{layernorm_backward, layernorm_forward};
+use llmrs::cpu::layernorm::{fused_residual_layernorm_forward, layernorm_backward, layernorm_forward};
 use llmrs::cpu::matmul::{matmul_backward, matmul_forward};
 use llmrs::cpu::residual::{residual_backward, residual_forward};
 use llmrs::rng::Rng;
@@ -441,6 +441,41 @@ fn layernorm_forward_matches_f64_with_mean_and_rstd() {
         assert_close(&format!("layernorm out {tag}"), &out, &want_out, SUM_TOL);
         assert_close(&format!("layernorm mean {tag}"), &mean, &want_mean, SUM_TOL);
         assert_close(&format!("layernorm rstd {tag}"), &rstd, &want_rstd, SUM_TOL);
+    }
+}
+
+#[test]
+fn fused_residual_layernorm_is_the_residual_then_the_layernorm_bitwise() {
+    for (b, t, c) in LAYERNORM_SHAPES {
+        let n = b * t;
+        let mut rng = Rng::new(3);
+        let (inp1, inp2) = (layernorm_inputs(&mut rng, n, c), randn(&mut rng, n * c, 1.0));
+        let (weight, bias) = (randn(&mut rng, c, 1.0), randn(&mut rng, c, 1.0));
+        let (mut residual, mut out) = (vec![f32::NAN; n * c], vec![f32::NAN; n * c]);
+        let (mut mean, mut rstd) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+        fused_residual_layernorm_forward(
+            &mut residual,
+            &mut out,
+            &mut mean,
+            &mut rstd,
+            &inp1,
+            &inp2,
+            &weight,
+            &bias,
+            b,
+            t,
+            c,
+        );
+        let mut want_residual = vec![f32::NAN; n * c];
+        residual_forward(&mut want_residual, &inp1, &inp2, n * c);
+        let (mut want_out, mut want_mean, mut want_rstd) =
+            (vec![f32::NAN; n * c], vec![f32::NAN; n], vec![f32::NAN; n]);
+        layernorm_forward(&mut want_out, &mut want_mean, &mut want_rstd, &want_residual, &weight, &bias, b, t, c);
+        let tag = format!("B{b} T{t} C{c}");
+        assert_bitwise_eq(&format!("fused residual {tag}"), &residual, &want_residual);
+        assert_bitwise_eq(&format!("fused layernorm out {tag}"), &out, &want_out);
+        assert_bitwise_eq(&format!("fused mean {tag}"), &mean, &want_mean);
+        assert_bitwise_eq(&format!("fused rstd {tag}"), &rstd, &want_rstd);
     }
 }
 

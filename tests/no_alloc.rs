@@ -6,6 +6,7 @@
 //! - `gemm::gemm` (0.19) allocates its packing buffers inside every call, and its API takes no caller memory;
 //! - rayon's global job queue allocates a block (1.5 KB) per 63 jobs sent to the pool from a thread outside it,
 //!   which is how the model's host thread starts every parallel layer.
+//!
 //! Both are recycled by the system allocator's free lists from the second step on.
 
 use llmrs::config::GPT2Config;
@@ -84,7 +85,7 @@ fn llmrs_allocates_nothing_in_a_cpu_training_step() {
     let tokens: Vec<u32> = (0..b * t + 1).map(|i| (i * 31 % 256) as u32).collect();
     let (inputs, targets) = (&tokens[..b * t], &tokens[1..]);
     let adamw = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
-    let mut step = |model: &mut GPT2, n: u32| {
+    let step = |model: &mut GPT2, n: u32| {
         model.zero_grad().unwrap();
         let loss = model.forward_backward(inputs, targets, b, t).unwrap();
         let norm = model.grad_norm().unwrap();

@@ -6,6 +6,7 @@
 //!   m = beta1 m + (1 - beta1) g;        v = beta2 v + (1 - beta2) g²
 //!   param -= lr (m / (1 - beta1^step) / (sqrt(v / (1 - beta2^step)) + eps) + weight_decay param)
 
+use super::simd::vectorized;
 use super::ELEMENTWISE_CHUNK;
 use rayon::prelude::*;
 
@@ -42,13 +43,15 @@ pub fn adamw_update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f
         .zip(m.par_chunks_mut(ELEMENTWISE_CHUNK))
         .zip(v.par_chunks_mut(ELEMENTWISE_CHUNK))
         .for_each(|(((p, g), m), v)| {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let g = g * hp.grad_scale;
-                *m = hp.beta1 * *m + (1.0 - hp.beta1) * g;
-                *v = hp.beta2 * *v + (1.0 - hp.beta2) * g * g;
-                let m_hat = *m / bias_correction1;
-                let v_hat = *v / bias_correction2;
-                *p -= hp.lr * (m_hat / (v_hat.sqrt() + hp.eps) + hp.weight_decay * *p);
-            }
+            vectorized(|| {
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let g = g * hp.grad_scale;
+                    *m = hp.beta1 * *m + (1.0 - hp.beta1) * g;
+                    *v = hp.beta2 * *v + (1.0 - hp.beta2) * g * g;
+                    let m_hat = *m / bias_correction1;
+                    let v_hat = *v / bias_correction2;
+                    *p -= hp.lr * (m_hat / (v_hat.sqrt() + hp.eps) + hp.weight_decay * *p);
+                }
+            })
         });
 }

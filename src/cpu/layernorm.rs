@@ -7,6 +7,7 @@
 //! The row part runs in parallel over rows; the parameter sums run in parallel over column chunks, so no two
 //! tasks write the same float and no scratch buffer is needed.
 
+use super::simd::{sum, sum_by, vectorized};
 use rayon::prelude::*;
 
 /// PyTorch's and GPT-2's LayerNorm epsilon.
@@ -14,6 +15,28 @@ pub const LAYERNORM_EPS: f32 = 1e-5;
 
 /// Columns per task in the parameter-gradient pass.
 const COLUMN_CHUNK: usize = 64;
+
+/// Rows per task in the row passes: enough work per task to amortise scheduling and the vector-unit dispatch.
+const ROW_BLOCK: usize = 8;
+
+/// The first N rows of a (N, C) tensor in blocks of ROW_BLOCK rows, for a parallel loop.
+fn row_blocks(x: &[f32], n: usize, c: usize) -> rayon::slice::Chunks<'_, f32> {
+    x[..n * c].par_chunks(ROW_BLOCK * c)
+}
+
+/// One row: out = (x - mean) * rstd * weight + bias; returns (mean, rstd). All slices of length C.
+#[inline(always)]
+fn normalize_row(out: &mut [f32], x: &[f32], weight: &[f32], bias: &[f32]) -> (f32, f32) {
+    let c = x.len();
+    let (out, weight, bias) = (&mut out[..c], &weight[..c], &bias[..c]);
+    let m = sum(x) / c as f32;
+    let var = sum_by(c, |i| (x[i] - m) * (x[i] - m)) / c as f32;
+    let s = 1.0 / (var + LAYERNORM_EPS).sqrt();
+    for i in 0..c {
+        out[i] = (x[i] - m) * s * weight[i] + bias[i];
+    }
+    (m, s)
+}
 
 /// out: (B, T, C); mean, rstd: (B, T); inp: (B, T, C); weight, bias: (C).
 #[allow(clippy::too_many_arguments)]
@@ -30,24 +53,22 @@ pub fn layernorm_forward(
 ) {
     let n = b * t;
     out[..n * c]
-        .par_chunks_mut(c)
-        .zip(mean[..n].par_iter_mut())
-        .zip(rstd[..n].par_iter_mut())
-        .zip(inp[..n * c].par_chunks(c))
-        .for_each(|(((out_row, mean), rstd), x)| {
-            let m = x.iter().sum::<f32>() / c as f32;
-            let var = x.iter().map(|&xi| (xi - m) * (xi - m)).sum::<f32>() / c as f32;
-            let s = 1.0 / (var + LAYERNORM_EPS).sqrt();
-            for (((o, &xi), &w), &bb) in out_row.iter_mut().zip(x).zip(weight).zip(bias) {
-                *o = (xi - m) * s * w + bb;
-            }
-            *mean = m;
-            *rstd = s;
+        .par_chunks_mut(ROW_BLOCK * c)
+        .zip(mean[..n].par_chunks_mut(ROW_BLOCK))
+        .zip(rstd[..n].par_chunks_mut(ROW_BLOCK))
+        .zip(inp[..n * c].par_chunks(ROW_BLOCK * c))
+        .for_each(|(((out, mean), rstd), inp)| {
+            vectorized(|| {
+                for (((out_row, mean), rstd), x) in out.chunks_mut(c).zip(mean).zip(rstd).zip(inp.chunks(c)) {
+                    (*mean, *rstd) = normalize_row(out_row, x, weight, bias);
+                }
+            })
         });
 }
 
-/// The residual add and the LayerNorm after it, as one call (the GPU fuses them into one pass over each row):
-/// residual = inp1 + inp2, out = layernorm(residual). residual, out, inp1, inp2: (B, T, C); mean, rstd: (B, T).
+/// The residual add and the LayerNorm after it in one pass over each row (the residual row is normalized while
+/// it is in L1): residual = inp1 + inp2, out = layernorm(residual). residual, out, inp1, inp2: (B, T, C);
+/// mean, rstd: (B, T).
 #[allow(clippy::too_many_arguments)]
 pub fn fused_residual_layernorm_forward(
     residual: &mut [f32],
@@ -62,8 +83,24 @@ pub fn fused_residual_layernorm_forward(
     t: usize,
     c: usize,
 ) {
-    super::residual::residual_forward(residual, inp1, inp2, b * t * c);
-    layernorm_forward(out, mean, rstd, residual, weight, bias, b, t, c);
+    let n = b * t;
+    let rows = |x| row_blocks(x, n, c);
+    residual[..n * c]
+        .par_chunks_mut(ROW_BLOCK * c)
+        .zip(out[..n * c].par_chunks_mut(ROW_BLOCK * c))
+        .zip(mean[..n].par_chunks_mut(ROW_BLOCK).zip(rstd[..n].par_chunks_mut(ROW_BLOCK)))
+        .zip(rows(inp1).zip(rows(inp2)))
+        .for_each(|(((residual, out), (mean, rstd)), (inp1, inp2))| {
+            vectorized(|| {
+                let rows = residual.chunks_mut(c).zip(out.chunks_mut(c)).zip(mean.iter_mut().zip(rstd));
+                for (((res_row, out_row), (mean, rstd)), (a, b)) in rows.zip(inp1.chunks(c).zip(inp2.chunks(c))) {
+                    for ((r, &a), &b) in res_row.iter_mut().zip(a).zip(b) {
+                        *r = a + b;
+                    }
+                    (*mean, *rstd) = normalize_row(out_row, res_row, weight, bias);
+                }
+            })
+        });
 }
 
 /// dinp: (B, T, C), dweight, dbias: (C) accumulate; dout, inp: (B, T, C); weight: (C); mean, rstd: (B, T).
@@ -82,41 +119,40 @@ pub fn layernorm_backward(
     c: usize,
 ) {
     let n = b * t;
+    let rows = |x| row_blocks(x, n, c);
     dinp[..n * c]
-        .par_chunks_mut(c)
-        .zip(dout[..n * c].par_chunks(c))
-        .zip(inp[..n * c].par_chunks(c))
-        .zip(mean[..n].par_iter().zip(rstd[..n].par_iter()))
-        .for_each(|(((dinp_row, g), x), (&m, &s))| {
-            let mut dnorm_mean = 0.0f32;
-            let mut dnorm_norm_mean = 0.0f32;
-            for ((&xi, &gi), &w) in x.iter().zip(g).zip(weight) {
-                let norm = (xi - m) * s;
-                let dnorm = w * gi;
-                dnorm_mean += dnorm;
-                dnorm_norm_mean += dnorm * norm;
-            }
-            dnorm_mean /= c as f32;
-            dnorm_norm_mean /= c as f32;
-            for (((d, &xi), &gi), &w) in dinp_row.iter_mut().zip(x).zip(g).zip(weight) {
-                let norm = (xi - m) * s;
-                let dnorm = w * gi;
-                *d += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
-            }
+        .par_chunks_mut(ROW_BLOCK * c)
+        .zip(rows(dout).zip(rows(inp)))
+        .zip(mean[..n].par_chunks(ROW_BLOCK).zip(rstd[..n].par_chunks(ROW_BLOCK)))
+        .for_each(|((dinp, (dout, inp)), (mean, rstd))| {
+            vectorized(|| {
+                let rows = dinp.chunks_mut(c).zip(dout.chunks(c)).zip(inp.chunks(c));
+                for (((dinp_row, g), x), (&m, &s)) in rows.zip(mean.iter().zip(rstd)) {
+                    let (dinp_row, w) = (&mut dinp_row[..c], &weight[..c]);
+                    let dnorm_mean = sum_by(c, |i| w[i] * g[i]) / c as f32;
+                    let dnorm_norm_mean = sum_by(c, |i| w[i] * g[i] * (x[i] - m) * s) / c as f32;
+                    for i in 0..c {
+                        let norm = (x[i] - m) * s;
+                        dinp_row[i] += (w[i] * g[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
+                    }
+                }
+            })
         });
 
     dweight[..c].par_chunks_mut(COLUMN_CHUNK).zip(dbias[..c].par_chunks_mut(COLUMN_CHUNK)).enumerate().for_each(
         |(chunk, (dw, db))| {
             let c0 = chunk * COLUMN_CHUNK;
-            for row in 0..n {
-                let (m, s) = (mean[row], rstd[row]);
-                let x = &inp[row * c + c0..][..dw.len()];
-                let g = &dout[row * c + c0..][..dw.len()];
-                for (((dw, db), &xi), &gi) in dw.iter_mut().zip(db.iter_mut()).zip(x).zip(g) {
-                    *dw += (xi - m) * s * gi;
-                    *db += gi;
+            vectorized(|| {
+                for row in 0..n {
+                    let (m, s) = (mean[row], rstd[row]);
+                    let x = &inp[row * c + c0..][..dw.len()];
+                    let g = &dout[row * c + c0..][..dw.len()];
+                    for (((dw, db), &xi), &gi) in dw.iter_mut().zip(db.iter_mut()).zip(x).zip(g) {
+                        *dw += (xi - m) * s * gi;
+                        *db += gi;
+                    }
                 }
-            }
+            })
         },
     );
 }

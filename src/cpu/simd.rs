@@ -53,18 +53,25 @@ pub(crate) fn exp(x: f32) -> f32 {
     }
 }
 
+/// The sum of f(i) for i in 0..n, in `LANES` interleaved partial sums. `f` should index slices already cut to
+/// length n, so the bounds checks fold away and the loop vectorizes.
+#[inline(always)]
+pub(crate) fn sum_by(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let full = n - n % LANES;
+    for i0 in (0..full).step_by(LANES) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a += f(i0 + j);
+        }
+    }
+    let tail: f32 = (full..n).map(&f).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 /// The sum of `x`, in `LANES` interleaved partial sums.
 #[inline(always)]
 pub(crate) fn sum(x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
-        for (a, &v) in acc.iter_mut().zip(chunk) {
-            *a += v;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    sum_by(x.len(), |i| x[i])
 }
 
 /// The dot product of `a` and `b` (the shorter length), in `LANES` interleaved partial sums.
