@@ -3,14 +3,17 @@
 //! 256-token byte vocabulary) at B=16 T=256.
 //!
 //! Each config builds a model on the CPU backend wrapped in a recorder, runs two untimed steps (allocations,
-//! AdamW state), then records the backend calls of one full step (zero_grad, forward, classifier, backward, global
-//! norm, AdamW). Criterion then times the whole step, and every distinct call (layer and shape) replayed on its own
-//! against the model's own buffers, so each layer runs on the data layout and sizes it has in training. The table
-//! printed at the end gives per layer: calls per step, ms per call, ms per step (calls x ms per call), its share
-//! of the step, and its rate: GFLOP/s for matmuls and attention (useful FLOPs: attention counts the causal pairs
-//! only), GB/s for the element-wise layers (bytes each must move at least). The step's GFLOP/s (the trainer's
-//! nominal count) is compared with the GEMM ceiling measured here first (the best of a few large sgemms), the
-//! fastest any matmul-bound step could go on this machine.
+//! AdamW state), then records the backend calls of RECORDED_STEPS full steps (zero_grad, forward, classifier,
+//! backward, global norm, AdamW), timing each call as it runs. Criterion then times the whole step, and every
+//! distinct call (layer and shape) replayed on its own against the model's own buffers, so each layer runs on
+//! the data layout and sizes it has in training. The table printed at the end gives per layer: calls per step,
+//! ms per call, ms per step (calls x ms per call), its share of the step, its rate, and "in step": the mean time
+//! its calls took inside the recorded steps (one sample per call, so noisier than criterion's, but with the
+//! caches as a real step leaves them; compare the two columns to see what running in sequence costs). Rates:
+//! GFLOP/s for matmuls and attention (useful FLOPs: attention counts the causal pairs only), GB/s for the
+//! element-wise layers (bytes each must move at least). The step's GFLOP/s (the trainer's nominal count) is
+//! compared with the GEMM ceiling measured here first (the best of a few large sgemms), the fastest any
+//! matmul-bound step could go on this machine.
 //!
 //! Replaying a call overwrites or accumulates into the buffers it writes; the values drift, the work does not.
 //!
@@ -37,6 +40,8 @@ const MODEL_SEED: u64 = 1337;
 const TOKEN_SEED: u64 = 42;
 const ADAMW: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
 const F32: u64 = 4;
+/// Steps whose calls are recorded: the in-step times are their mean.
+const RECORDED_STEPS: usize = 3;
 
 /// Issue 6's configs: (name, preset, vocabulary size or None for the preset's, B, T).
 const CONFIGS: &[(&str, &str, Option<usize>, usize, usize)] = &[
@@ -61,6 +66,8 @@ struct Call {
     shape: String,
     work: Work,
     replay: Replay,
+    /// How long the call took inside the recorded step (one sample, with the caches as the step left them).
+    in_step: Duration,
 }
 
 /// A CPU backend that, while `recording` is set, keeps every layer call it forwards.
@@ -79,9 +86,11 @@ impl Recorder {
         work: Work,
         f: impl Fn(&mut CpuBackend) -> Result<()> + 'static,
     ) -> Result<()> {
+        let start = Instant::now();
         let result = f(&mut self.inner.borrow_mut());
+        let in_step = start.elapsed();
         if self.recording.get() {
-            self.calls.borrow_mut().push(Call { layer, shape, work, replay: Box::new(f) });
+            self.calls.borrow_mut().push(Call { layer, shape, work, replay: Box::new(f), in_step });
         }
         result
     }
@@ -290,6 +299,9 @@ impl Backend for Recorder {
         })
     }
     fn global_norm_squared(&mut self, grads: Tensor) -> Result<f64> {
+        let start = Instant::now();
+        let norm = self.inner.borrow_mut().global_norm_squared(grads);
+        let in_step = start.elapsed();
         if self.recording.get() {
             let replay: Replay = Box::new(move |k: &mut CpuBackend| {
                 k.global_norm_squared(grads).map(|norm| {
@@ -297,9 +309,10 @@ impl Backend for Recorder {
                 })
             });
             let work = Work::Bytes(grads.len as u64 * F32);
-            self.calls.borrow_mut().push(Call { layer: "global_norm", shape: grads.len.to_string(), work, replay });
+            let shape = grads.len.to_string();
+            self.calls.borrow_mut().push(Call { layer: "global_norm", shape, work, replay, in_step });
         }
-        self.inner.borrow_mut().global_norm_squared(grads)
+        norm
     }
     fn adamw_update(&mut self, params: Tensor, grads: Tensor, m: Tensor, v: Tensor, hp: &AdamWStep) -> Result<()> {
         let hp = *hp;
@@ -375,7 +388,9 @@ fn bench_config(c: &mut Criterion, name: &str, preset: &str, vocab: Option<usize
     train_step(&mut model);
     train_step(&mut model);
     recording.set(true);
-    train_step(&mut model);
+    for _ in 0..RECORDED_STEPS {
+        train_step(&mut model);
+    }
     recording.set(false);
 
     let gflop = config.flops_per_token(t) * (b * t) as f64 / 1e9;
@@ -383,25 +398,28 @@ fn bench_config(c: &mut Criterion, name: &str, preset: &str, vocab: Option<usize
         black_box(train_step(&mut model));
     });
 
-    // Distinct calls in order of first appearance, with how many times the step makes each.
+    // Distinct calls in order of first appearance, with how many times a step makes each and their total time
+    // inside the recorded steps.
     let calls = calls.borrow();
-    let mut groups: Vec<(usize, usize)> = Vec::new(); // (first call index, count)
+    let mut groups: Vec<(usize, usize, Duration)> = Vec::new(); // (first call index, count, time in the steps)
     let mut index: HashMap<(&str, &str), usize> = HashMap::new();
     for (i, call) in calls.iter().enumerate() {
         let g = *index.entry((call.layer, call.shape.as_str())).or_insert_with(|| {
-            groups.push((i, 0));
+            groups.push((i, 0, Duration::ZERO));
             groups.len() - 1
         });
         groups[g].1 += 1;
+        groups[g].2 += call.in_step;
     }
     let mut rows = Vec::new();
-    for &(first, count) in &groups {
+    for &(first, count, in_steps) in &groups {
         let call = &calls[first];
         let label = format!("{} {}", call.layer, call.shape);
         let s = measure(c, name, &label, Duration::from_secs(1), || {
             (call.replay)(&mut inner.borrow_mut()).expect("replayed call")
         });
-        rows.push((label, count, s, call.work));
+        let in_step = in_steps.as_secs_f64() / RECORDED_STEPS as f64;
+        rows.push((label, count / RECORDED_STEPS, s, call.work, in_step));
     }
 
     println!(
@@ -410,31 +428,35 @@ fn bench_config(c: &mut Criterion, name: &str, preset: &str, vocab: Option<usize
         rayon::current_num_threads()
     );
     println!(
-        "{:<44} {:>5} {:>10} {:>10} {:>7} {:>16}",
-        "layer and shape", "calls", "ms/call", "ms/step", "share", "rate"
+        "{:<44} {:>5} {:>10} {:>10} {:>7} {:>16} {:>10}",
+        "layer and shape", "calls", "ms/call", "ms/step", "share", "rate", "in step"
     );
-    let mut layers_s = 0.0;
-    for (label, count, s, work) in &rows {
+    let (mut layers_s, mut in_steps_s) = (0.0, 0.0);
+    for (label, count, s, work, in_step) in &rows {
         let per_step = *count as f64 * s;
         layers_s += per_step;
+        in_steps_s += in_step;
         let rate = match work {
             Work::Bytes(bytes) => format!("{:.1} GB/s", *bytes as f64 / s / 1e9),
             Work::Flops(flops) => format!("{:.1} GFLOP/s", *flops as f64 / s / 1e9),
         };
         println!(
-            "{label:<44} {count:>5} {:>10.3} {:>10.1} {:>6.1}% {rate:>16}",
+            "{label:<44} {count:>5} {:>10.3} {:>10.1} {:>6.1}% {rate:>16} {:>10.1}",
             s * 1e3,
             per_step * 1e3,
-            100.0 * per_step / step_s
+            100.0 * per_step / step_s,
+            in_step * 1e3
         );
     }
     println!(
-        "{:<44} {:>5} {:>10} {:>10.1} {:>6.1}%",
-        "(sum of the layers replayed alone)",
+        "{:<44} {:>5} {:>10} {:>10.1} {:>6.1}% {:>16} {:>10.1}",
+        "(sum of the layers replayed alone; in step)",
         "",
         "",
         layers_s * 1e3,
-        100.0 * layers_s / step_s
+        100.0 * layers_s / step_s,
+        "",
+        in_steps_s * 1e3
     );
     println!(
         "{:<44} {:>5} {:>10} {:>10.1} {:>6.1}% {:>16} = {:.0}% of the GEMM ceiling",
