@@ -13,9 +13,11 @@ use super::global_norm::global_norm_squared;
 use super::layernorm::{fused_residual_layernorm_forward, layernorm_backward, layernorm_forward};
 use super::matmul::{matmul_backward, matmul_forward};
 use super::residual::{residual_backward, residual_forward};
+use super::ELEMENTWISE_CHUNK;
 use crate::backend::{Backend, Precision};
 use crate::error::{Error, Result};
 use crate::layout::{Buf, Tensor};
+use rayon::prelude::*;
 
 /// Host memory for every buffer, plus the batch's tokens.
 #[derive(Default)]
@@ -98,7 +100,8 @@ impl Backend for CpuBackend {
     }
 
     fn zero(&mut self, dst: Tensor) -> Result<()> {
-        self.bufs[dst.buf.index()][dst.range()].fill(0.0);
+        // In parallel: one core's memset reaches about half of what two do here.
+        self.bufs[dst.buf.index()][dst.range()].par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|chunk| chunk.fill(0.0));
         Ok(())
     }
 
