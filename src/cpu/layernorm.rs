@@ -56,7 +56,7 @@ pub fn layernorm_forward(
         .par_chunks_mut(ROW_BLOCK * c)
         .zip(mean[..n].par_chunks_mut(ROW_BLOCK))
         .zip(rstd[..n].par_chunks_mut(ROW_BLOCK))
-        .zip(inp[..n * c].par_chunks(ROW_BLOCK * c))
+        .zip(row_blocks(inp, n, c))
         .for_each(|(((out, mean), rstd), inp)| {
             vectorized(|| {
                 for (((out_row, mean), rstd), x) in out.chunks_mut(c).zip(mean).zip(rstd).zip(inp.chunks(c)) {

@@ -5,9 +5,10 @@
 //! step on a byte-level model). Two fixes, used by every element-wise CPU layer:
 //! - `vectorized(|| ...)` runs a closure compiled again for AVX2+FMA and for AVX-512 and picks the version the CPU
 //!   supports at run time (the `pulp` crate's dispatch, the same mechanism the `gemm` crate uses);
-//! - `exp`, `sum`, `dot` and `max` are written so that a loop calling them vectorizes: `exp` is a branch-free
-//!   polynomial instead of a libm call, and the reductions keep `LANES` independent partial results instead of one
-//!   serial chain (which also makes them a little more accurate than a left-to-right sum).
+//! - `exp`, `sum_by` (with `sum` and `dot` built on it) and `max` are written so that a loop calling them
+//!   vectorizes: `exp` is a branch-free polynomial instead of a libm call, and the reductions keep `LANES`
+//!   independent partial results instead of one serial chain (which also makes them a little more accurate than
+//!   a left-to-right sum).
 
 /// Independent accumulators in the reductions: one AVX-512 register of f32.
 const LANES: usize = 16;
@@ -79,15 +80,7 @@ pub(crate) fn sum(x: &[f32]) -> f32 {
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
-            *s += x * y;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    sum_by(n, |i| a[i] * b[i])
 }
 
 /// The largest element of `x` (-inf when empty; NaNs are skipped, as f32::max does).
