@@ -42,16 +42,26 @@ pub fn adamw_update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f
         .zip(grads.par_chunks(ELEMENTWISE_CHUNK))
         .zip(m.par_chunks_mut(ELEMENTWISE_CHUNK))
         .zip(v.par_chunks_mut(ELEMENTWISE_CHUNK))
-        .for_each(|(((p, g), m), v)| {
-            vectorized(|| {
-                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    let g = g * hp.grad_scale;
-                    *m = hp.beta1 * *m + (1.0 - hp.beta1) * g;
-                    *v = hp.beta2 * *v + (1.0 - hp.beta2) * g * g;
-                    let m_hat = *m / bias_correction1;
-                    let v_hat = *v / bias_correction2;
-                    *p -= hp.lr * (m_hat / (v_hat.sqrt() + hp.eps) + hp.weight_decay * *p);
-                }
-            })
-        });
+        .for_each(|(((p, g), m), v)| update_chunk(p, g, m, v, hp, bias_correction1, bias_correction2));
+}
+
+vectorized! {
+    fn update_chunk(
+        params: &mut [f32],
+        grads: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        hp: &AdamWStep,
+        bias_correction1: f32,
+        bias_correction2: f32,
+    ) {
+        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = g * hp.grad_scale;
+            *m = hp.beta1 * *m + (1.0 - hp.beta1) * g;
+            *v = hp.beta2 * *v + (1.0 - hp.beta2) * g * g;
+            let m_hat = *m / bias_correction1;
+            let v_hat = *v / bias_correction2;
+            *p -= hp.lr * (m_hat / (v_hat.sqrt() + hp.eps) + hp.weight_decay * *p);
+        }
+    }
 }

@@ -45,10 +45,72 @@ fn scores(p: &mut [f32], qkv: &[f32], t: usize, c: usize, hs: usize, h: usize, i
     // S (i1 - i0, i1) = Q[i0..i1] (i1 - i0, HS) · K[0..i1]ᵀ (HS, i1): K's row j, channel i is qkv[j 3C + C + h HS + i].
     let q = &qkv[i0 * 3 * c + h * hs..];
     sgemm_serial(i1 - i0, i1, hs, p, t, 1, q, 3 * c, 1, &qkv[c + h * hs..], 1, 3 * c, false);
-    for (r, row) in p.chunks_mut(t).take(i1 - i0).enumerate() {
-        let (seen, future) = row[..i1].split_at_mut(i0 + r + 1);
-        seen.iter_mut().for_each(|s| *s *= scale);
-        future.fill(0.0);
+    scale_and_mask(p, t, i0, i1, scale);
+}
+
+vectorized! {
+    /// Rows 0..i1 - i0 of p (T apart): columns up to the diagonal (i0 + r) times `scale`, the rest up to i1 zeroed.
+    fn scale_and_mask(p: &mut [f32], t: usize, i0: usize, i1: usize, scale: f32) {
+        for (r, row) in p.chunks_mut(t).take(i1 - i0).enumerate() {
+            let (seen, future) = row[..i1].split_at_mut(i0 + r + 1);
+            seen.iter_mut().for_each(|s| *s *= scale);
+            future.fill(0.0);
+        }
+    }
+}
+
+vectorized! {
+    /// The scaled scores in rows 0..i1 - i0 of p (T apart) turned into probabilities up to the diagonal; each
+    /// row's log-sum-exp goes to lse_b[(i0 + r) NH + h].
+    fn softmax_rows(p: &mut [f32], lse_b: &mut [f32], t: usize, nh: usize, h: usize, i0: usize, i1: usize) {
+        for (r, row) in p.chunks_mut(t).take(i1 - i0).enumerate() {
+            let seen = &mut row[..=i0 + r];
+            let max = max(seen);
+            seen.iter_mut().for_each(|s| *s = exp(*s - max));
+            let sum = sum(seen);
+            let inv_sum = 1.0 / sum;
+            seen.iter_mut().for_each(|s| *s *= inv_sum);
+            lse_b[(i0 + r) * nh + h] = max + sum.ln();
+        }
+    }
+}
+
+vectorized! {
+    /// Backward: the scaled scores in rows 0..i1 - i0 of p back to probabilities, from the forward pass's lse.
+    fn probabilities(p: &mut [f32], lse_b: &[f32], t: usize, nh: usize, h: usize, i0: usize, i1: usize) {
+        for (r, row) in p.chunks_mut(t).take(i1 - i0).enumerate() {
+            let l = lse_b[(i0 + r) * nh + h];
+            row[..=i0 + r].iter_mut().for_each(|s| *s = exp(*s - l));
+        }
+    }
+}
+
+vectorized! {
+    /// dS = P (dP - D) / sqrt(HS) in place of dP, rows 0..i1 - i0 (T apart), zero right of the diagonal; D is
+    /// dout · out of the row's query, head h (HS channels at h HS of rows C apart).
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_backward_rows(
+        dp: &mut [f32],
+        p: &[f32],
+        dout_b: &[f32],
+        out_b: &[f32],
+        t: usize,
+        c: usize,
+        hs: usize,
+        h: usize,
+        i0: usize,
+        i1: usize,
+        scale: f32,
+    ) {
+        for r in 0..i1 - i0 {
+            let ti = i0 + r;
+            let d = dot(&dout_b[ti * c + h * hs..][..hs], &out_b[ti * c + h * hs..][..hs]);
+            let (ds, pp) = (&mut dp[r * t..][..i1], &p[r * t..][..=ti]);
+            for (ds, &pp) in ds.iter_mut().zip(pp) {
+                *ds = pp * (*ds - d) * scale;
+            }
+            ds[ti + 1..].fill(0.0);
+        }
     }
 }
 
@@ -72,17 +134,7 @@ pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], b: usize
                 for h in 0..nh {
                     for (i0, i1) in blocks(t) {
                         scores(p, qkv_b, t, c, hs, h, i0, i1);
-                        vectorized(|| {
-                            for (r, row) in p.chunks_mut(t).take(i1 - i0).enumerate() {
-                                let seen = &mut row[..=i0 + r];
-                                let max = max(seen);
-                                seen.iter_mut().for_each(|s| *s = exp(*s - max));
-                                let sum = sum(seen);
-                                let inv_sum = 1.0 / sum;
-                                seen.iter_mut().for_each(|s| *s *= inv_sum);
-                                lse_b[(i0 + r) * nh + h] = max + sum.ln();
-                            }
-                        });
+                        softmax_rows(p, lse_b, t, nh, h, i0, i1);
                         // out[i0..i1] (i1 - i0, HS) = P (i1 - i0, i1) · V[0..i1] (i1, HS), rows C apart in out.
                         let (v, out_h) = (&qkv_b[2 * c + h * hs..], &mut out_b[i0 * c + h * hs..]);
                         sgemm_serial(i1 - i0, hs, i1, out_h, c, 1, p, t, 1, v, 3 * c, 1, false);
@@ -119,27 +171,11 @@ pub fn attention_backward(
                     let rows = i1 - i0;
                     // P recomputed from the scores and the forward pass's lse; zero right of the diagonal.
                     scores(p, qkv_b, t, c, hs, h, i0, i1);
-                    vectorized(|| {
-                        for (r, row) in p.chunks_mut(t).take(rows).enumerate() {
-                            let l = lse_b[(i0 + r) * nh + h];
-                            row[..=i0 + r].iter_mut().for_each(|s| *s = exp(*s - l));
-                        }
-                    });
+                    probabilities(p, lse_b, t, nh, h, i0, i1);
                     // dP (rows, i1) = dout[i0..i1] (rows, HS) · V[0..i1]ᵀ (HS, i1).
                     let (g, v) = (&dout_b[i0 * c + h * hs..], &qkv_b[2 * c + h * hs..]);
                     sgemm_serial(rows, i1, hs, dp, t, 1, g, c, 1, v, 1, 3 * c, false);
-                    // dS = P (dP - D) / sqrt(HS), in place of dP; zero right of the diagonal, where P is.
-                    vectorized(|| {
-                        for r in 0..rows {
-                            let ti = i0 + r;
-                            let d = dot(&dout_b[ti * c + h * hs..][..hs], &out_b[ti * c + h * hs..][..hs]);
-                            let (ds, pp) = (&mut dp[r * t..][..i1], &p[r * t..][..=ti]);
-                            for (ds, &pp) in ds.iter_mut().zip(pp) {
-                                *ds = pp * (*ds - d) * scale;
-                            }
-                            ds[ti + 1..].fill(0.0);
-                        }
-                    });
+                    softmax_backward_rows(dp, p, dout_b, out_b, t, c, hs, h, i0, i1, scale);
                     let (q, k) = (&qkv_b[i0 * 3 * c + h * hs..], &qkv_b[c + h * hs..]);
                     // dQ[i0..i1] += dS (rows, i1) · K[0..i1]; dK[0..i1] += dSᵀ · Q[i0..i1]; dV[0..i1] += Pᵀ · dout[i0..i1].
                     let dq = &mut dqkv_b[i0 * 3 * c + h * hs..];

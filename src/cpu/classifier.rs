@@ -25,27 +25,32 @@ pub fn fused_classifier(
         |((row, loss), &target)| {
             let target = target as usize;
             debug_assert!(target < v, "target {target} outside the vocab of {v}");
-            vectorized(|| {
-                let max = max(&row[..v]);
-                match dloss {
-                    // Evaluation: the logits must survive, so the exponentials are summed on the fly.
-                    None => {
-                        let sum = row[..v].iter().fold(0.0, |s, &x| s + exp(x - max));
-                        *loss = max + sum.ln() - row[target];
-                    }
-                    // Training: e^(logit - max) is stored in place once, summed, then scaled into p dloss.
-                    Some(dloss) => {
-                        let logit = row[target];
-                        row[..v].iter_mut().for_each(|x| *x = exp(*x - max));
-                        let sum = sum(&row[..v]);
-                        *loss = max + sum.ln() - logit;
-                        let scale = dloss / sum;
-                        row[..v].iter_mut().for_each(|x| *x *= scale);
-                        row[target] -= dloss;
-                        row[v..].fill(0.0);
-                    }
-                }
-            });
+            row_loss(row, loss, target, v, dloss);
         },
     );
+}
+vectorized! {
+    /// One position: the loss from its logits row (Vp wide, the first V real), and with `dloss` the row replaced
+    /// by its gradient, (softmax - one_hot(target)) dloss, padding zeroed.
+    fn row_loss(row: &mut [f32], loss: &mut f32, target: usize, v: usize, dloss: Option<f32>) {
+        let max = max(&row[..v]);
+        match dloss {
+            // Evaluation: the logits must survive, so the exponentials are summed on the fly.
+            None => {
+                let sum = row[..v].iter().fold(0.0, |s, &x| s + exp(x - max));
+                *loss = max + sum.ln() - row[target];
+            }
+            // Training: e^(logit - max) is stored in place once, summed, then scaled into p dloss.
+            Some(dloss) => {
+                let logit = row[target];
+                row[..v].iter_mut().for_each(|x| *x = exp(*x - max));
+                let sum = sum(&row[..v]);
+                *loss = max + sum.ln() - logit;
+                let scale = dloss / sum;
+                row[..v].iter_mut().for_each(|x| *x *= scale);
+                row[target] -= dloss;
+                row[v..].fill(0.0);
+            }
+        }
+    }
 }

@@ -26,13 +26,18 @@ fn sigmoid_2u(x: f32) -> (f32, f32) {
 
 /// out, inp: (N).
 pub fn gelu_forward(out: &mut [f32], inp: &[f32], n: usize) {
-    out[..n].par_chunks_mut(ELEMENTWISE_CHUNK).zip(inp[..n].par_chunks(ELEMENTWISE_CHUNK)).for_each(|(o, x)| {
-        vectorized(|| {
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = x * sigmoid_2u(x).0;
-            }
-        })
-    });
+    out[..n]
+        .par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(inp[..n].par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(o, x)| forward_chunk(o, x));
+}
+
+vectorized! {
+    fn forward_chunk(out: &mut [f32], inp: &[f32]) {
+        for (o, &x) in out.iter_mut().zip(inp) {
+            *o = x * sigmoid_2u(x).0;
+        }
+    }
 }
 
 /// dinp accumulates; inp, dout: (N).
@@ -41,15 +46,17 @@ pub fn gelu_backward(dinp: &mut [f32], inp: &[f32], dout: &[f32], n: usize) {
         .par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(inp[..n].par_chunks(ELEMENTWISE_CHUNK))
         .zip(dout[..n].par_chunks(ELEMENTWISE_CHUNK))
-        .for_each(|((d, x), g)| {
-            vectorized(|| {
-                for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
-                    let (s, one_minus_s) = sigmoid_2u(x);
-                    let du_dx = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x);
-                    *d += (s + 2.0 * x * s * one_minus_s * du_dx) * g;
-                }
-            })
-        });
+        .for_each(|((d, x), g)| backward_chunk(d, x, g));
+}
+
+vectorized! {
+    fn backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+        for ((d, &x), &g) in dinp.iter_mut().zip(inp).zip(dout) {
+            let (s, one_minus_s) = sigmoid_2u(x);
+            let du_dx = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x);
+            *d += (s + 2.0 * x * s * one_minus_s * du_dx) * g;
+        }
+    }
 }
 
 #[cfg(test)]

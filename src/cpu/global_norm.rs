@@ -15,24 +15,25 @@ pub fn global_norm_squared(grads: &[f32]) -> f64 {
     let slice_len = grads.len().div_ceil(SLICES).max(1);
     let mut partials = [0.0f64; SLICES];
     partials.par_iter_mut().zip(grads.par_chunks(slice_len)).for_each(|(partial, slice)| {
-        *partial = vectorized(|| sum_of_squares(slice));
+        *partial = sum_of_squares(slice);
     });
     partials.iter().sum()
 }
 
-/// Σ x² in f64, in 8 interleaved partial sums (one AVX-512 register of f64) so the loop vectorizes.
-#[inline(always)]
-fn sum_of_squares(x: &[f32]) -> f64 {
-    const LANES: usize = 8;
-    let mut acc = [0.0f64; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail: f64 = chunks.remainder().iter().map(|&g| (g as f64) * (g as f64)).sum();
-    for chunk in chunks {
-        for (a, &g) in acc.iter_mut().zip(chunk) {
-            *a += (g as f64) * (g as f64);
+vectorized! {
+    /// Σ x² in f64, in 8 interleaved partial sums (one AVX-512 register of f64) so the loop vectorizes.
+    fn sum_of_squares(x: &[f32]) -> f64 {
+        const LANES: usize = 8;
+        let mut acc = [0.0f64; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let tail: f64 = chunks.remainder().iter().map(|&g| (g as f64) * (g as f64)).sum();
+        for chunk in chunks {
+            for (a, &g) in acc.iter_mut().zip(chunk) {
+                *a += (g as f64) * (g as f64);
+            }
         }
+        acc.iter().sum::<f64>() + tail
     }
-    acc.iter().sum::<f64>() + tail
 }
 
 /// The factor that clips gradients of global norm `norm` to at most `clip` (`clip` <= 0 disables clipping).

@@ -57,13 +57,24 @@ pub fn layernorm_forward(
         .zip(mean[..n].par_chunks_mut(ROW_BLOCK))
         .zip(rstd[..n].par_chunks_mut(ROW_BLOCK))
         .zip(row_blocks(inp, n, c))
-        .for_each(|(((out, mean), rstd), inp)| {
-            vectorized(|| {
-                for (((out_row, mean), rstd), x) in out.chunks_mut(c).zip(mean).zip(rstd).zip(inp.chunks(c)) {
-                    (*mean, *rstd) = normalize_row(out_row, x, weight, bias);
-                }
-            })
-        });
+        .for_each(|(((out, mean), rstd), inp)| normalize_rows(out, mean, rstd, inp, weight, bias, c));
+}
+
+vectorized! {
+    /// `normalize_row` over a block of rows.
+    fn normalize_rows(
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        c: usize,
+    ) {
+        for (((out_row, mean), rstd), x) in out.chunks_mut(c).zip(mean).zip(rstd).zip(inp.chunks(c)) {
+            (*mean, *rstd) = normalize_row(out_row, x, weight, bias);
+        }
+    }
 }
 
 /// The residual add and the LayerNorm after it in one pass over each row (the residual row is normalized while
@@ -91,16 +102,32 @@ pub fn fused_residual_layernorm_forward(
         .zip(mean[..n].par_chunks_mut(ROW_BLOCK).zip(rstd[..n].par_chunks_mut(ROW_BLOCK)))
         .zip(rows(inp1).zip(rows(inp2)))
         .for_each(|(((residual, out), (mean, rstd)), (inp1, inp2))| {
-            vectorized(|| {
-                let rows = residual.chunks_mut(c).zip(out.chunks_mut(c)).zip(mean.iter_mut().zip(rstd));
-                for (((res_row, out_row), (mean, rstd)), (a, b)) in rows.zip(inp1.chunks(c).zip(inp2.chunks(c))) {
-                    for ((r, &a), &b) in res_row.iter_mut().zip(a).zip(b) {
-                        *r = a + b;
-                    }
-                    (*mean, *rstd) = normalize_row(out_row, res_row, weight, bias);
-                }
-            })
+            add_and_normalize_rows(residual, out, mean, rstd, inp1, inp2, weight, bias, c)
         });
+}
+
+vectorized! {
+    /// The fused pass over a block of rows.
+    #[allow(clippy::too_many_arguments)]
+    fn add_and_normalize_rows(
+        residual: &mut [f32],
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        inp1: &[f32],
+        inp2: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        c: usize,
+    ) {
+        let rows = residual.chunks_mut(c).zip(out.chunks_mut(c)).zip(mean.iter_mut().zip(rstd));
+        for (((res_row, out_row), (mean, rstd)), (a, b)) in rows.zip(inp1.chunks(c).zip(inp2.chunks(c))) {
+            for ((r, &a), &b) in res_row.iter_mut().zip(a).zip(b) {
+                *r = a + b;
+            }
+            (*mean, *rstd) = normalize_row(out_row, res_row, weight, bias);
+        }
+    }
 }
 
 /// dinp: (B, T, C), dweight, dbias: (C) accumulate; dout, inp: (B, T, C); weight: (C); mean, rstd: (B, T).
@@ -124,35 +151,57 @@ pub fn layernorm_backward(
         .par_chunks_mut(ROW_BLOCK * c)
         .zip(rows(dout).zip(rows(inp)))
         .zip(mean[..n].par_chunks(ROW_BLOCK).zip(rstd[..n].par_chunks(ROW_BLOCK)))
-        .for_each(|((dinp, (dout, inp)), (mean, rstd))| {
-            vectorized(|| {
-                let rows = dinp.chunks_mut(c).zip(dout.chunks(c)).zip(inp.chunks(c));
-                for (((dinp_row, g), x), (&m, &s)) in rows.zip(mean.iter().zip(rstd)) {
-                    let (dinp_row, w) = (&mut dinp_row[..c], &weight[..c]);
-                    let dnorm_mean = sum_by(c, |i| w[i] * g[i]) / c as f32;
-                    let dnorm_norm_mean = sum_by(c, |i| w[i] * g[i] * (x[i] - m) * s) / c as f32;
-                    for i in 0..c {
-                        let norm = (x[i] - m) * s;
-                        dinp_row[i] += (w[i] * g[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
-                    }
-                }
-            })
-        });
+        .for_each(|((dinp, (dout, inp)), (mean, rstd))| backward_rows(dinp, dout, inp, weight, mean, rstd, c));
 
     dweight[..c].par_chunks_mut(COLUMN_CHUNK).zip(dbias[..c].par_chunks_mut(COLUMN_CHUNK)).enumerate().for_each(
-        |(chunk, (dw, db))| {
-            let c0 = chunk * COLUMN_CHUNK;
-            vectorized(|| {
-                for row in 0..n {
-                    let (m, s) = (mean[row], rstd[row]);
-                    let x = &inp[row * c + c0..][..dw.len()];
-                    let g = &dout[row * c + c0..][..dw.len()];
-                    for (((dw, db), &xi), &gi) in dw.iter_mut().zip(db.iter_mut()).zip(x).zip(g) {
-                        *dw += (xi - m) * s * gi;
-                        *db += gi;
-                    }
-                }
-            })
-        },
+        |(chunk, (dw, db))| parameter_columns(dw, db, dout, inp, &mean[..n], &rstd[..n], chunk * COLUMN_CHUNK, c),
     );
+}
+
+vectorized! {
+    /// dinp += the row part of the backward pass, over a block of rows .
+    fn backward_rows(
+        dinp: &mut [f32],
+        dout: &[f32],
+        inp: &[f32],
+        weight: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        c: usize,
+    ) {
+        let rows = dinp.chunks_mut(c).zip(dout.chunks(c)).zip(inp.chunks(c));
+        for (((dinp_row, g), x), (&m, &s)) in rows.zip(mean.iter().zip(rstd)) {
+            let (dinp_row, w) = (&mut dinp_row[..c], &weight[..c]);
+            let dnorm_mean = sum_by(c, |i| w[i] * g[i]) / c as f32;
+            let dnorm_norm_mean = sum_by(c, |i| w[i] * g[i] * (x[i] - m) * s) / c as f32;
+            for i in 0..c {
+                let norm = (x[i] - m) * s;
+                dinp_row[i] += (w[i] * g[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
+            }
+        }
+    }
+}
+
+vectorized! {
+    /// dweight, dbias columns c0..c0 + dw.len() += their sums over all rows of norm * dout and dout.
+    #[allow(clippy::too_many_arguments)]
+    fn parameter_columns(
+        dw: &mut [f32],
+        db: &mut [f32],
+        dout: &[f32],
+        inp: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        c0: usize,
+        c: usize,
+    ) {
+        for (row, (&m, &s)) in mean.iter().zip(rstd).enumerate() {
+            let x = &inp[row * c + c0..][..dw.len()];
+            let g = &dout[row * c + c0..][..dw.len()];
+            for (((dw, db), &xi), &gi) in dw.iter_mut().zip(db.iter_mut()).zip(x).zip(g) {
+                *dw += (xi - m) * s * gi;
+                *db += gi;
+            }
+        }
+    }
 }

@@ -3,22 +3,69 @@
 //! The crate is built for baseline x86-64 (SSE2), so a plain loop gets 4-wide vectors at best, and a call to
 //! libm's `expf` or `tanhf` inside a loop stops vectorization altogether (tanh alone was a quarter of a training
 //! step on a byte-level model). Two fixes, used by every element-wise CPU layer:
-//! - `vectorized(|| ...)` runs a closure compiled again for AVX2+FMA and for AVX-512 and picks the version the CPU
-//!   supports at run time (the `pulp` crate's dispatch, the same mechanism the `gemm` crate uses);
+//! - `vectorized!` defines a function whose body is compiled three times, for AVX-512, for AVX2+FMA and for the
+//!   baseline, and which calls the version the CPU supports (checked at run time, cached by std);
 //! - `exp`, `sum_by` (with `sum` and `dot` built on it) and `max` are written so that a loop calling them
 //!   vectorizes: `exp` is a branch-free polynomial instead of a libm call, and the reductions keep `LANES`
 //!   independent partial results instead of one serial chain (which also makes them a little more accurate than
 //!   a left-to-right sum).
+//!
+//! The versions are whole functions, not closures handed to a dispatcher (`pulp::Arch::dispatch`, used here
+//! before): a closure body that is not small is compiled once, outside the AVX-512 function that calls it, and
+//! ran as SSE2 (LayerNorm, attention's softmax and the classifier did, found in the disassembly). The body of a
+//! `#[target_feature]` function, the closures written inside it and the `#[inline(always)]` helpers it calls are
+//! compiled with its features. The results do not depend on the version: no version contracts a * b + c into an
+//! FMA (Rust never does implicitly) and the reductions add in the same order at every width.
 
 /// Independent accumulators in the reductions: one AVX-512 register of f32.
 const LANES: usize = 16;
 
-/// Runs `f` compiled for the best instruction set this CPU supports (AVX-512, AVX2+FMA, or the baseline).
-/// The loops inside `f` must be inlined into it to benefit: keep them in the closure or in `#[inline(always)]`
-/// helpers such as the ones below.
-#[inline(always)]
-pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
+/// `vectorized! { fn name(arg: Type, ...) -> Ret { body } }` defines `name`, which runs `body` compiled for
+/// AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) or baseline x86-64, whichever is the best this CPU has. The loops in
+/// `body` must be inlined into it to benefit: keep them in the body or in `#[inline(always)]` helpers such as the
+/// ones below. The function takes no generic parameters (elided lifetimes are fine).
+macro_rules! vectorized {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl")]
+                #[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,movbe,popcnt")]
+                #[allow(clippy::too_many_arguments)]
+                fn v4($($arg: $ty),*) $(-> $ret)? $body
+                #[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,movbe,popcnt")]
+                #[allow(clippy::too_many_arguments)]
+                fn v3($($arg: $ty),*) $(-> $ret)? $body
+                if $crate::cpu::simd::has_x86_64_v4() {
+                    // SAFETY: the CPU has every feature v4 is compiled for (checked on the line above).
+                    return unsafe { v4($($arg),*) };
+                }
+                if $crate::cpu::simd::has_x86_64_v3() {
+                    // SAFETY: the CPU has every feature v3 is compiled for (checked on the line above).
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+pub(crate) use vectorized;
+
+/// Whether the CPU has the features `vectorized!`'s AVX-512 version is compiled for.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_x86_64_v4() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx512f") && has!("avx512bw") && has!("avx512cd") && has!("avx512dq") && has!("avx512vl") && has_x86_64_v3()
+}
+
+/// Whether the CPU has the features `vectorized!`'s AVX2 version is compiled for.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_x86_64_v3() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx2") && has!("fma") && has!("bmi1") && has!("bmi2") && has!("lzcnt") && has!("movbe") && has!("popcnt")
 }
 
 /// e^x within 2 ulp of the exact value for x in [-87.3, 88.3]; 0 below, e^88.3 above, NaN for NaN.
@@ -131,7 +178,12 @@ mod tests {
         // The vectorized build must agree with the scalar one element for element.
         let xs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.17).collect();
         let mut ys = vec![0.0; xs.len()];
-        vectorized(|| ys.iter_mut().zip(&xs).for_each(|(y, &x)| *y = exp(x)));
+        vectorized! {
+            fn exp_all(ys: &mut [f32], xs: &[f32]) {
+                ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = exp(x));
+            }
+        }
+        exp_all(&mut ys, &xs);
         for (&x, &y) in xs.iter().zip(&ys) {
             assert_eq!(y.to_bits(), exp(x).to_bits(), "x = {x}");
         }
