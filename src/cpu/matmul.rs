@@ -4,6 +4,7 @@
 //!
 //! backward: dinp += dout · weight;  dweight += doutᵀ · inp;  dbias += column sums of dout.
 
+use super::simd::vectorized;
 use rayon::prelude::*;
 
 /// dst (m, n) += lhs (m, k) · rhs (k, n), each operand given by its row stride and column stride in elements.
@@ -146,12 +147,18 @@ pub fn matmul_backward(
         // Column sums, parallel over column chunks so every task owns its slice of dbias.
         const COLUMN_CHUNK: usize = 64;
         dbias[..oc].par_chunks_mut(COLUMN_CHUNK).enumerate().for_each(|(chunk, db)| {
-            let j0 = chunk * COLUMN_CHUNK;
-            for row in dout[..n * oc].chunks_exact(oc) {
-                for (d, &g) in db.iter_mut().zip(&row[j0..]) {
-                    *d += g;
-                }
-            }
+            column_sums(db, &dout[..n * oc], chunk * COLUMN_CHUNK, oc)
         });
+    }
+}
+
+vectorized! {
+    /// db += the sums over all rows of dout (rows OC apart) of columns j0..j0 + db.len().
+    fn column_sums(db: &mut [f32], dout: &[f32], j0: usize, oc: usize) {
+        for row in dout.chunks_exact(oc) {
+            for (d, &g) in db.iter_mut().zip(&row[j0..]) {
+                *d += g;
+            }
+        }
     }
 }
