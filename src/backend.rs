@@ -13,7 +13,7 @@ use crate::layout::{Buf, Tensor};
 
 #[allow(clippy::too_many_arguments)]
 pub trait Backend {
-    /// "cpu (2 threads)", "cuda (NVIDIA H200, sm_90)", ... for the trainer's first line.
+    /// "cpu (2 threads, AVX-512)", "cuda (NVIDIA H200, sm_90)", ... for the trainer's first line.
     fn name(&self) -> String;
     /// Bytes the backend could still allocate (host memory for the CPU, free device memory for a GPU), or None
     /// where that cannot be known; the trainer refuses a run that cannot fit before allocating any of it.

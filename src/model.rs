@@ -214,7 +214,7 @@ impl GPT2 {
         self.recompute = what;
     }
 
-    /// The backend's name, e.g. "cpu (2 threads)".
+    /// The backend's name, e.g. "cpu (2 threads, AVX-512)".
     pub fn backend_name(&self) -> String {
         self.backend.name()
     }

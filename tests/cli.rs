@@ -764,6 +764,18 @@ fn unknown_device_is_a_usage_error() {
 }
 
 #[test]
+fn a_mistyped_simd_cap_is_an_error_naming_the_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_train_gpt2"))
+        .args(tiny(&[]))
+        .env("LLMRS_SIMD", "sse4")
+        .output()
+        .expect("the train_gpt2 binary starts");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let out = Run { code: out.status.code(), stdout: String::new(), stderr };
+    assert_error(&out, &["invalid LLMRS_SIMD", "avx512, avx2 or baseline", "\"sse4\""]);
+}
+
+#[test]
 fn a_run_larger_than_memory_is_refused_with_its_plan_before_allocating() {
     // 100k sequences of 1024 tokens need tens of terabytes of logits: more than any test machine has.
     let out = run(tiny(&[("--batch-size", "100000"), ("--seq-len", "1024"), ("--max-seq-len", "1024")]));

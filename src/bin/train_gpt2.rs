@@ -518,6 +518,8 @@ fn run(args: &Args, argv: &[OsString]) -> Result<()> {
             .build_global()
             .map_err(|e| Error::config("--threads", e.to_string()))?;
     }
+    // A mistyped LLMRS_SIMD stops the run here rather than being ignored with a warning.
+    llmrs::cpu::simd::check_env()?;
     let (backend, why) = llmrs::backend::open(args.device, args.precision)?;
     say!("device: {}{}{why}", backend.name(), if why.is_empty() { "" } else { " | " });
 

@@ -66,7 +66,7 @@ fn views<const N: usize>(bufs: &mut [Vec<f32>; Buf::COUNT], tensors: [Tensor; N]
 
 impl Backend for CpuBackend {
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!("cpu ({} threads, {})", rayon::current_num_threads(), super::simd::level())
     }
 
     fn memory_available(&self) -> Option<usize> {

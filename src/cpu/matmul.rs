@@ -146,9 +146,10 @@ pub fn matmul_backward(
     if let Some(dbias) = dbias {
         // Column sums, parallel over column chunks so every task owns its slice of dbias.
         const COLUMN_CHUNK: usize = 64;
-        dbias[..oc].par_chunks_mut(COLUMN_CHUNK).enumerate().for_each(|(chunk, db)| {
-            column_sums(db, &dout[..n * oc], chunk * COLUMN_CHUNK, oc)
-        });
+        dbias[..oc]
+            .par_chunks_mut(COLUMN_CHUNK)
+            .enumerate()
+            .for_each(|(chunk, db)| column_sums(db, &dout[..n * oc], chunk * COLUMN_CHUNK, oc));
     }
 }
 

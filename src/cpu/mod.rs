@@ -16,7 +16,7 @@ pub mod global_norm;
 pub mod layernorm;
 pub mod matmul;
 pub mod residual;
-pub(crate) mod simd;
+pub mod simd;
 
 /// Elements per rayon task for element-wise loops: large enough that scheduling costs nothing next to the work.
 pub(crate) const ELEMENTWISE_CHUNK: usize = 16 * 1024;

@@ -4,7 +4,8 @@
 //! libm's `expf` or `tanhf` inside a loop stops vectorization altogether (tanh alone was a quarter of a training
 //! step on a byte-level model). Two fixes, used by every element-wise CPU layer:
 //! - `vectorized!` defines a function whose body is compiled three times, for AVX-512, for AVX2+FMA and for the
-//!   baseline, and which calls the version the CPU supports (checked at run time, cached by std);
+//!   baseline, and which calls the widest version the CPU supports (`level()`, decided once; the trainer's
+//!   device line shows it, and `LLMRS_SIMD=avx2` or `baseline` caps it: CI runs the layer tests at all three);
 //! - `exp`, `sum_by` (with `sum` and `dot` built on it) and `max` are written so that a loop calling them
 //!   vectorizes: `exp` is a branch-free polynomial instead of a libm call, and the reductions keep `LANES`
 //!   independent partial results instead of one serial chain (which also makes them a little more accurate than
@@ -21,9 +22,9 @@
 const LANES: usize = 16;
 
 /// `vectorized! { fn name(arg: Type, ...) -> Ret { body } }` defines `name`, which runs `body` compiled for
-/// AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) or baseline x86-64, whichever is the best this CPU has. The loops in
-/// `body` must be inlined into it to benefit: keep them in the body or in `#[inline(always)]` helpers such as the
-/// ones below. The function takes no generic parameters (elided lifetimes are fine).
+/// AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) or baseline x86-64, as `level()` says. The loops in `body` must be
+/// inlined into it to benefit: keep them in the body or in `#[inline(always)]` helpers such as the ones below.
+/// The function takes no generic parameters (elided lifetimes are fine).
 macro_rules! vectorized {
     ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$attr])*
@@ -37,13 +38,12 @@ macro_rules! vectorized {
                 #[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,movbe,popcnt")]
                 #[allow(clippy::too_many_arguments)]
                 fn v3($($arg: $ty),*) $(-> $ret)? $body
-                if $crate::cpu::simd::has_x86_64_v4() {
-                    // SAFETY: the CPU has every feature v4 is compiled for (checked on the line above).
-                    return unsafe { v4($($arg),*) };
-                }
-                if $crate::cpu::simd::has_x86_64_v3() {
-                    // SAFETY: the CPU has every feature v3 is compiled for (checked on the line above).
-                    return unsafe { v3($($arg),*) };
+                match $crate::cpu::simd::level() {
+                    // SAFETY: `level()` is Avx512 only on a CPU with every feature v4 is compiled for.
+                    $crate::cpu::simd::Level::Avx512 => return unsafe { v4($($arg),*) },
+                    // SAFETY: `level()` is Avx2 or more only on a CPU with every feature v3 is compiled for.
+                    $crate::cpu::simd::Level::Avx2 => return unsafe { v3($($arg),*) },
+                    $crate::cpu::simd::Level::Baseline => {}
                 }
             }
             $body
@@ -52,20 +52,82 @@ macro_rules! vectorized {
 }
 pub(crate) use vectorized;
 
-/// Whether the CPU has the features `vectorized!`'s AVX-512 version is compiled for.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn has_x86_64_v4() -> bool {
-    use std::arch::is_x86_feature_detected as has;
-    has!("avx512f") && has!("avx512bw") && has!("avx512cd") && has!("avx512dq") && has!("avx512vl") && has_x86_64_v3()
+/// The instruction sets `vectorized!` functions are compiled for, narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// x86-64 as the crate is built (SSE2), or any other architecture.
+    Baseline,
+    /// x86-64-v3: AVX2, FMA, BMI1/2, LZCNT, MOVBE.
+    Avx2,
+    /// x86-64-v4: v3 plus AVX-512 F, BW, CD, DQ, VL.
+    Avx512,
 }
 
-/// Whether the CPU has the features `vectorized!`'s AVX2 version is compiled for.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn has_x86_64_v3() -> bool {
-    use std::arch::is_x86_feature_detected as has;
-    has!("avx2") && has!("fma") && has!("bmi1") && has!("bmi2") && has!("lzcnt") && has!("movbe") && has!("popcnt")
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Level::Baseline => "no AVX",
+            Level::Avx2 => "AVX2",
+            Level::Avx512 => "AVX-512",
+        })
+    }
+}
+
+/// The environment variable that caps `level()`: `avx512`, `avx2` or `baseline`. For comparing the versions'
+/// speed and for testing the narrower ones on a CPU that has the wider (CI runs the layer tests at all three).
+pub const LLMRS_SIMD: &str = "LLMRS_SIMD";
+
+/// The version `vectorized!` functions run: the widest this CPU has, capped by `LLMRS_SIMD` when it is set.
+/// Decided once per process. A value of the variable that is not one of the three is reported on stderr and
+/// ignored here; programs call `check_env` at start-up to stop on it instead.
+pub fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = check_env().unwrap_or_else(|e| {
+            eprintln!("warning: {e}; ignored");
+            Level::Avx512
+        });
+        cpu_level().min(cap)
+    })
+}
+
+/// The cap `LLMRS_SIMD` sets (Avx512, no cap, when it is unset or empty), or an error naming the variable, what
+/// it may be and what it is.
+pub fn check_env() -> crate::error::Result<Level> {
+    parse_cap(std::env::var(LLMRS_SIMD).ok().as_deref())
+        .map_err(|message| crate::error::Error::Config { name: LLMRS_SIMD.to_string(), message })
+}
+
+fn parse_cap(value: Option<&str>) -> Result<Level, String> {
+    match value.map(str::trim) {
+        None | Some("") | Some("avx512") => Ok(Level::Avx512),
+        Some("avx2") => Ok(Level::Avx2),
+        Some("baseline") => Ok(Level::Baseline),
+        Some(other) => Err(format!("expected avx512, avx2 or baseline, found {other:?}")),
+    }
+}
+
+/// The widest level this CPU supports.
+fn cpu_level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let v3 = has!("avx2")
+            && has!("fma")
+            && has!("bmi1")
+            && has!("bmi2")
+            && has!("lzcnt")
+            && has!("movbe")
+            && has!("popcnt");
+        let v4 = v3 && has!("avx512f") && has!("avx512bw") && has!("avx512cd") && has!("avx512dq") && has!("avx512vl");
+        if v4 {
+            return Level::Avx512;
+        }
+        if v3 {
+            return Level::Avx2;
+        }
+    }
+    Level::Baseline
 }
 
 /// e^x within 2 ulp of the exact value for x in [-87.3, 88.3]; 0 below, e^88.3 above, NaN for NaN.
@@ -187,6 +249,18 @@ mod tests {
         for (&x, &y) in xs.iter().zip(&ys) {
             assert_eq!(y.to_bits(), exp(x).to_bits(), "x = {x}");
         }
+    }
+
+    #[test]
+    fn simd_cap_values() {
+        assert_eq!(parse_cap(None), Ok(Level::Avx512));
+        assert_eq!(parse_cap(Some("")), Ok(Level::Avx512));
+        assert_eq!(parse_cap(Some("avx2")), Ok(Level::Avx2));
+        assert_eq!(parse_cap(Some(" baseline ")), Ok(Level::Baseline));
+        let err = parse_cap(Some("sse4")).unwrap_err();
+        assert!(err.contains("\"sse4\"") && err.contains("avx2"), "{err}");
+        // Narrowest first, so that min() caps.
+        assert!(Level::Baseline < Level::Avx2 && Level::Avx2 < Level::Avx512);
     }
 
     #[test]
