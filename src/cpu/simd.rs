@@ -66,7 +66,8 @@ pub enum Level {
 impl std::fmt::Display for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Level::Baseline => "no AVX",
+            Level::Baseline if cfg!(target_arch = "x86_64") => "SSE2",
+            Level::Baseline => "baseline",
             Level::Avx2 => "AVX2",
             Level::Avx512 => "AVX-512",
         })
