@@ -20,6 +20,9 @@
 //! Run: `cargo bench --bench cpu_layers` (3-4 min on 2 cores), or `-- bytes6` (any substring of a config's
 //! name) for some configs only. Threads: rayon's global pool (`RAYON_NUM_THREADS`).
 
+mod common;
+
+use common::CallTimer;
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use llmrs::backend::{Backend, Precision};
 use llmrs::config::{padded_vocab, GPT2Config};
@@ -344,20 +347,10 @@ fn gemm_ceiling() -> f64 {
 fn measure(c: &mut Criterion, group: &str, name: &str, target: Duration, mut f: impl FnMut()) -> f64 {
     let mut g = c.benchmark_group(group);
     g.sampling_mode(SamplingMode::Flat).sample_size(10).warm_up_time(target / 4).measurement_time(target);
-    let mut total = (0u64, Duration::ZERO);
-    g.bench_function(BenchmarkId::from_parameter(name), |bencher| {
-        bencher.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            let elapsed = start.elapsed();
-            total = (total.0 + iters, total.1 + elapsed);
-            elapsed
-        })
-    });
+    let mut timer = CallTimer::default();
+    g.bench_function(BenchmarkId::from_parameter(name), |bencher| timer.iter(bencher, &mut f));
     g.finish();
-    total.1.as_secs_f64() / total.0.max(1) as f64
+    timer.mean_seconds().unwrap_or(0.0)
 }
 
 /// Benches one config and prints its table.

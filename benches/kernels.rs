@@ -9,6 +9,9 @@
 //! On a GPU machine: `cargo bench --features cuda --bench kernels` (`LLMRS_BENCH_GPU_ONLY=1` skips the CPU rows,
 //! which take minutes at full size).
 
+mod common;
+
+use common::CallTimer;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use llmrs::cpu;
 use llmrs::cpu::adamw::AdamWStep;
@@ -75,21 +78,10 @@ fn measure(
         Work::Bytes(b) => Throughput::Bytes(b),
         Work::Flops(f) => Throughput::Elements(f),
     });
-    let mut total = (0u64, Duration::ZERO);
-    group.bench_function(BenchmarkId::from_parameter(&name), |bencher| {
-        bencher.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            let elapsed = start.elapsed();
-            total = (total.0 + iters, total.1 + elapsed);
-            elapsed
-        })
-    });
+    let mut timer = CallTimer::default();
+    group.bench_function(BenchmarkId::from_parameter(&name), |bencher| timer.iter(bencher, &mut f));
     group.finish();
-    if total.0 > 0 {
-        let seconds = total.1.as_secs_f64() / total.0 as f64;
+    if let Some(seconds) = timer.mean_seconds() {
         rows.borrow_mut().push(Row { device: device.to_string(), name, work, bf16, seconds });
     }
 }

@@ -19,6 +19,9 @@
 //! benches' shapes), in bf16 and in fp32, and prints tokens/s and MFU against the GPU's peak for that precision
 //! (src/mfu.rs).
 
+#[cfg(feature = "cuda")]
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use llmrs::config::GPT2Config;
 use llmrs::cpu::global_norm::clip_scale;
@@ -127,21 +130,14 @@ fn bench_gpu_train_step(c: &mut Criterion) {
             loss
         };
         run_step(&mut model);
-        let mut total = (0u64, Duration::ZERO);
+        let mut timer = common::CallTimer::default();
         group.bench_function(format!("d12_B{GPU_B}_T{GPU_T}_{}", precision.name()), |bencher| {
-            bencher.iter_custom(|iters| {
-                let start = std::time::Instant::now();
-                for _ in 0..iters {
-                    // Each step reads its loss and grad norm back, so it ends synchronised with the GPU.
-                    black_box(run_step(&mut model));
-                }
-                let elapsed = start.elapsed();
-                total = (total.0 + iters, total.1 + elapsed);
-                elapsed
+            // Each step reads its loss and grad norm back, so it ends synchronised with the GPU.
+            timer.iter(bencher, || {
+                black_box(run_step(&mut model));
             })
         });
-        if total.0 > 0 {
-            let seconds = total.1.as_secs_f64() / total.0 as f64;
+        if let Some(seconds) = timer.mean_seconds() {
             let flops_per_sec = flops_per_step / seconds;
             let mfu = llmrs::mfu::lookup(&device)
                 .map(|peak| {
