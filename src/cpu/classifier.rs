@@ -29,6 +29,7 @@ pub fn fused_classifier(
         },
     );
 }
+
 vectorized! {
     /// One position: the loss from its logits row (Vp wide, the first V real), and with `dloss` the row replaced
     /// by its gradient, (softmax - one_hot(target)) dloss, padding zeroed.

@@ -108,7 +108,9 @@ fn parse_cap(value: Option<&str>) -> Result<Level, String> {
     }
 }
 
-/// The widest level this CPU supports.
+/// The widest level this CPU supports. The features checked here are the ones `vectorized!`'s v4 and v3 copies
+/// are compiled with (its `target_feature` attributes): the SAFETY of calling those copies rests on the two
+/// lists agreeing, so change them together.
 fn cpu_level() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
