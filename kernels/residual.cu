@@ -1,10 +1,11 @@
 // Residual: the stream adds each block's output to its input (mirrors src/cpu/residual.rs).
-//   forward: out = inp1 + inp2;  backward: dinp1 += dout, dinp2 += dout (the gradient flows to both branches).
+//   forward: out = inp1 + inp2;  backward: dinp1 = dout, dinp2 = dout (the gradient flows to both branches; each
+//   is their first writer in the backward pass, so they are overwritten, not accumulated into).
 //
 // Thread mapping: one thread per group of GROUP consecutive elements (4 floats or 8 bf16), moved with 128-bit
 // loads and stores (common.cuh load_group/store_group; a view that starts off a 16-byte boundary, and the last
 // group when N % GROUP != 0, take element accesses); arithmetic in float. Elements moved per call: forward 3 N;
-// backward 5 N (read dout, read and write dinp1 and dinp2): one 128-bit instruction per group of each.
+// backward 3 N (read dout, write dinp1 and dinp2): one 128-bit instruction per group of each.
 #include "common.cuh"
 
 // out, inp1, inp2: (N) with N = B * T * C. grid: CEIL_DIV(N, GROUP * block), block: any (256).
@@ -23,19 +24,13 @@ extern "C" __global__ void residual_forward(floatX* out, const floatX* __restric
     store_group(out, i, N, o);
 }
 
-// dinp1, dinp2: (N) accumulate; dout: (N). grid: CEIL_DIV(N, GROUP * block), block: any (256).
+// dinp1, dinp2: (N) overwritten; dout: (N). grid: CEIL_DIV(N, GROUP * block), block: any (256).
 extern "C" __global__ void residual_backward(floatX* dinp1, floatX* dinp2, const floatX* __restrict__ dout, int N) {
     const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * GROUP;
     if (i >= (size_t)N) {
         return;
     }
     const fgroup g = load_group(dout, i, N);
-    fgroup d1 = load_group(dinp1, i, N);
-    fgroup d2 = load_group(dinp2, i, N);
-    for (int k = 0; k < GROUP; k++) {
-        d1.v[k] += g.v[k];
-        d2.v[k] += g.v[k];
-    }
-    store_group(dinp1, i, N, d1);
-    store_group(dinp2, i, N, d2);
+    store_group(dinp1, i, N, g);
+    store_group(dinp2, i, N, g);
 }

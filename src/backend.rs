@@ -5,7 +5,9 @@
 //! reference (`cpu::backend`, host memory, src/cpu) and the GPU (`gpu::backend`, device memory, kernels/*.cu through
 //! a driver: a real GPU or the emulator). Layer methods take the same arguments, in the same order, as the
 //! functions of src/cpu and src/gpu they call: outputs first, then inputs, then sizes (B, T, C, NH, V, Vp).
-//! Backward methods ACCUMULATE into their outputs, as the layers do.
+//! Backward methods ACCUMULATE into parameter gradients (micro-batches add up). Activation gradients are overwritten
+//! by matmul's, GELU's and the residual's backward (each the first or only writer of its output) and accumulated
+//! into by LayerNorm's and attention's, as the layers do.
 
 use crate::cpu::adamw::AdamWStep;
 use crate::error::Result;

@@ -308,13 +308,6 @@ impl ActTensors<usize> {
         sizes.logits = 0;
         sizes
     }
-
-    /// The one-layer slots of `grad_sizes` as one element range (`ln1` to `fcproj` are contiguous), which the
-    /// backward pass zeroes before each block.
-    pub fn layer_slots(&self) -> std::ops::Range<usize> {
-        let offsets = self.offsets();
-        offsets.ln1..offsets.fcproj + self.fcproj
-    }
 }
 
 /// What the backward pass recomputes instead of keeping from the forward pass (llm.c's `-r` levels). A
@@ -435,9 +428,6 @@ mod tests {
         assert_eq!(grads.residual3, acts.residual3);
         assert_eq!(grads.fch * 12, acts.fch);
         assert_eq!(grads.ln1 * 12, acts.ln1);
-        let slots = grads.layer_slots();
-        let offsets = grads.offsets();
-        assert_eq!((slots.start, slots.end), (offsets.ln1, offsets.residual3));
         assert_eq!(ActStats::sizes(&config, 2, 8).att_lse, 12 * 2 * 8 * 12);
     }
 

@@ -8,7 +8,8 @@
 //! Built without either, they are reported as ignored, never as passed. Each comparison prints its largest
 //! error (`--nocapture`), which gpu_check.sh collects into its table.
 //!
-//! Backward kernels accumulate, like the CPU: gradient buffers start from the same random values on both sides.
+//! Gradient buffers start from the same random values on both sides: a kernel that accumulates where the CPU
+//! overwrites (matmul's, GELU's and the residual's dinp) or the other way round fails the comparison.
 
 #[macro_use]
 mod common;

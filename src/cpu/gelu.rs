@@ -40,7 +40,7 @@ vectorized! {
     }
 }
 
-/// dinp accumulates; inp, dout: (N).
+/// dinp: (N), overwritten; inp, dout: (N).
 pub fn gelu_backward(dinp: &mut [f32], inp: &[f32], dout: &[f32], n: usize) {
     dinp[..n]
         .par_chunks_mut(ELEMENTWISE_CHUNK)
@@ -54,7 +54,7 @@ vectorized! {
         for ((d, &x), &g) in dinp.iter_mut().zip(inp).zip(dout) {
             let (s, one_minus_s) = sigmoid_2u(x);
             let du_dx = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x);
-            *d += (s + 2.0 * x * s * one_minus_s * du_dx) * g;
+            *d = (s + 2.0 * x * s * one_minus_s * du_dx) * g;
         }
     }
 }
@@ -75,14 +75,13 @@ mod tests {
     fn sigmoid_form_matches_the_tanh_form() {
         let xs: Vec<f32> = (0..20_001).map(|i| (i as f32 - 10_000.0) * 1e-3).chain([-60.0, 60.0]).collect();
         let n = xs.len();
-        let (mut out, mut dinp) = (vec![0.0; n], vec![0.5; n]);
+        let (mut out, mut dinp) = (vec![0.0; n], vec![f32::NAN; n]);
         gelu_forward(&mut out, &xs, n);
         gelu_backward(&mut dinp, &xs, &vec![1.0; n], n);
         for ((&x, &o), &d) in xs.iter().zip(&out).zip(&dinp) {
             let (want, want_grad) = gelu_f64(x as f64);
             assert!((o as f64 - want).abs() <= 2e-7 * (1.0 + want.abs()), "gelu({x}) = {o}, want {want}");
-            // dinp started at 0.5: the backward pass accumulates.
-            let grad = d as f64 - 0.5;
+            let grad = d as f64;
             assert!(
                 (grad - want_grad).abs() <= 2e-7 * (1.0 + want_grad.abs()),
                 "gelu'({x}) = {grad}, want {want_grad}"

@@ -2,7 +2,8 @@
 //! (OC, C) weight layout. The products go to the `gemm` crate, which takes row and column strides, so the
 //! transposes below are strides, never copies.
 //!
-//! backward: dinp += dout · weight;  dweight += doutᵀ · inp;  dbias += column sums of dout.
+//! backward: dinp = dout · weight;  dweight += doutᵀ · inp;  dbias += column sums of dout (the parameter
+//! gradients accumulate over micro-batches; dinp has no other writer, so it is overwritten and never needs zeroing).
 
 use super::simd::vectorized;
 use rayon::prelude::*;
@@ -124,7 +125,8 @@ pub fn matmul_forward(
     sgemm(n, oc, c, out, oc, 1, inp, c, 1, weight, 1, c, bias.is_some());
 }
 
-/// dinp: (B, T, C), dweight: (OC, C), dbias: (OC) accumulate; dout: (B, T, OC); inp: (B, T, C); weight: (OC, C).
+/// dinp: (B, T, C) overwritten; dweight: (OC, C), dbias: (OC) accumulate; dout: (B, T, OC); inp: (B, T, C);
+/// weight: (OC, C).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward(
     dinp: &mut [f32],
@@ -139,8 +141,8 @@ pub fn matmul_backward(
     oc: usize,
 ) {
     let n = b * t;
-    // dinp (n, c) += dout (n, oc) · weight (oc, c)
-    sgemm(n, c, oc, dinp, c, 1, dout, oc, 1, weight, c, 1, true);
+    // dinp (n, c) = dout (n, oc) · weight (oc, c)
+    sgemm(n, c, oc, dinp, c, 1, dout, oc, 1, weight, c, 1, false);
     // dweight (oc, c) += doutᵀ (oc, n) · inp (n, c); doutᵀ[j][i] = dout[i * oc + j].
     sgemm(oc, c, n, dweight, c, 1, dout, 1, oc, inp, c, 1, true);
     if let Some(dbias) = dbias {

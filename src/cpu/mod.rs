@@ -1,10 +1,12 @@
 //! The fp32 reference: one file per layer, mirroring `kernels/` name for name.
 //!
 //! Conventions (llm.c's): outputs first, then inputs, then sizes. Forward passes overwrite their outputs.
-//! Backward passes ACCUMULATE (`+=`) into parameter gradients and into activation gradients alike, because
-//! gradient buffers are zeroed once per step and a tensor read by two layers (the residual stream) receives two
-//! contributions. Work is split over rows with rayon; each task writes a disjoint part of every output, so the
-//! results do not depend on the number of threads.
+//! Backward passes ACCUMULATE (`+=`) into parameter gradients, which add up over micro-batches. Activation
+//! gradients are overwritten by a layer that is their first or only writer (matmul's dinp, GELU's, both of the
+//! residual's) and accumulated into by LayerNorm and attention: the residual stream's gradient gets a second
+//! contribution from LayerNorm's backward, and attention sums dqkv over its query blocks. The model zeroes only
+//! what is accumulated into first. Work is split over rows with rayon; each task writes a disjoint part of every
+//! output, so the results do not depend on the number of threads.
 
 pub mod adamw;
 pub mod attention;

@@ -18,7 +18,7 @@ pub fn residual_forward(out: &mut [f32], inp1: &[f32], inp2: &[f32], n: usize) {
         });
 }
 
-/// dinp1, dinp2 accumulate; dout: (N).
+/// dinp1, dinp2: (N), overwritten with dout (N): the gradient flows to both branches unchanged.
 pub fn residual_backward(dinp1: &mut [f32], dinp2: &mut [f32], dout: &[f32], n: usize) {
     dinp1[..n]
         .par_chunks_mut(ELEMENTWISE_CHUNK)
@@ -26,8 +26,8 @@ pub fn residual_backward(dinp1: &mut [f32], dinp2: &mut [f32], dout: &[f32], n: 
         .zip(dout[..n].par_chunks(ELEMENTWISE_CHUNK))
         .for_each(|((d1, d2), g)| {
             for ((d1, d2), &g) in d1.iter_mut().zip(d2.iter_mut()).zip(g) {
-                *d1 += g;
-                *d2 += g;
+                *d1 = g;
+                *d2 = g;
             }
         });
 }

@@ -13,7 +13,7 @@ pub fn gelu_forward(driver: &dyn Driver, out: DeviceSlice, inp: DeviceSlice, n: 
     driver.launch("gelu_forward", floatx, grid, (BLOCK_SIZE, 1, 1), 0, &args)
 }
 
-/// dinp accumulates; inp, dout: (N).
+/// dinp: (N), overwritten; inp, dout: (N).
 pub fn gelu_backward(
     driver: &dyn Driver,
     dinp: DeviceSlice,

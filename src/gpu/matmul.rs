@@ -42,7 +42,8 @@ pub fn matmul_forward(
     driver.gemm(floatx, false, true, b * t, oc, c, inp.ptr, weight.ptr, out.ptr, false, bias.map(|bias| bias.ptr))
 }
 
-/// dinp: (B, T, C), dweight: (OC, C), dbias: (OC) accumulate; dout: (B, T, OC); inp: (B, T, C); weight: (OC, C).
+/// dinp: (B, T, C) overwritten; dweight: (OC, C), dbias: (OC) accumulate; dout: (B, T, OC); inp: (B, T, C);
+/// weight: (OC, C).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward(
     driver: &dyn Driver,
@@ -59,8 +60,8 @@ pub fn matmul_backward(
 ) -> Result<()> {
     let n = b * t;
     let floatx = DeviceSlice::common_dtype("matmul_backward", &[dinp, dweight, dout, inp, weight])?;
-    // dinp (n, c) += dout (n, oc) · weight (oc, c)
-    driver.gemm(floatx, false, false, n, c, oc, dout.ptr, weight.ptr, dinp.ptr, true, None)?;
+    // dinp (n, c) = dout (n, oc) · weight (oc, c)
+    driver.gemm(floatx, false, false, n, c, oc, dout.ptr, weight.ptr, dinp.ptr, false, None)?;
     // dweight (oc, c) += doutᵀ · inp (n, c), dout stored (n, oc).
     driver.gemm(floatx, true, false, oc, c, n, dout.ptr, inp.ptr, dweight.ptr, true, None)?;
     match dbias {

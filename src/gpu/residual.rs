@@ -19,7 +19,7 @@ pub fn residual_forward(
     driver.launch("residual_forward", floatx, grid, (BLOCK_SIZE, 1, 1), 0, &args)
 }
 
-/// dinp1, dinp2 accumulate; dout: (N).
+/// dinp1, dinp2: (N), overwritten with dout (N).
 pub fn residual_backward(
     driver: &dyn Driver,
     dinp1: DeviceSlice,
