@@ -9,13 +9,15 @@
 //!   ds = p (dp - D) / sqrt(HS);  dq[t] += ds k[t2];  dk[t2] += ds q[t];  dv[t2] += p dout[t]
 //!
 //! Each (b, h) works through its query rows in blocks of QUERY_BLOCK. Block [i0, i1) attends to keys 0..i1 only,
-//! so its scores are one GEMM, S = Q[i0..i1] K[0..i1]ᵀ, turned into probabilities in place, and its output one more,
-//! out[i0..i1] = P V[0..i1]; backward dP = dout Vᵀ, then dQ += dS K, dK += dSᵀ Q, dV += Pᵀ dout, all on the GEMM
-//! kernels of src/cpu/matmul.rs. Skipping the keys after i1 skips most of the masked upper triangle: at T = 256 the
-//! products do 62.5% of the work of the full (T, T) ones. The (QUERY_BLOCK, T) blocks of P and dP live in a
-//! per-thread scratch reused by every block, head and step (2 x 64 x T floats, in L2), never in the activations:
-//! the backward pass recomputes them from q, k and lse. Tasks are the B sequences (a task owns its rows of out,
-//! lse and dqkv); the GEMMs inside run on the task's thread.
+//! so its scores are one GEMM, S = Q[i0..i1] K[0..i1]ᵀ, turned into the softmax's numerators in place (1 / sqrt(HS)
+//! folded into the exponentials), and its output one more, out[i0..i1] = P V[0..i1], then divided by the row sums
+//! (HS multiplies per row instead of one per key); backward recomputes P, then dP = dout Vᵀ, dQ += dS K,
+//! dK += dSᵀ Q, dV += Pᵀ dout, all on the GEMM kernels of src/cpu/matmul.rs. Skipping the keys after i1 skips most
+//! of the masked upper triangle: at T = 256 the products do 62.5% of the work of the full (T, T) ones. The
+//! (QUERY_BLOCK, T) blocks of P and dP live in a per-thread scratch reused by every block, head and step
+//! (2 x 64 x T floats, in L2), never in the activations: the backward pass recomputes them from q, k and lse.
+//! Tasks are the B sequences (a task owns its rows of out, lse and dqkv); the GEMMs inside run on the task's
+//! thread.
 
 use super::matmul::sgemm_serial;
 use super::simd::{dot, exp, max, sum, vectorized};
@@ -36,51 +38,64 @@ fn blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..t).step_by(QUERY_BLOCK).map(move |i0| (i0, (i0 + QUERY_BLOCK).min(t)))
 }
 
-/// p (i1 - i0, T), row r for query i0 + r, columns 0..i1: the scaled scores of head h, q · k / sqrt(HS) up to the
-/// diagonal, 0 right of it (the callers turn each row's first entries into probabilities). qkv: (T, 3C) of this
-/// sequence.
+/// p (i1 - i0, T), row r for query i0 + r, columns 0..i1: head h's raw scores q · k, not yet scaled by 1 / sqrt(HS)
+/// (the callers fold the scale into their exponentials and zero the entries right of the diagonal). qkv: (T, 3C)
+/// of this sequence.
 #[allow(clippy::too_many_arguments)]
 fn scores(p: &mut [f32], qkv: &[f32], t: usize, c: usize, hs: usize, h: usize, i0: usize, i1: usize) {
-    let scale = 1.0 / (hs as f32).sqrt();
     // S (i1 - i0, i1) = Q[i0..i1] (i1 - i0, HS) · K[0..i1]ᵀ (HS, i1): K's row j, channel i is qkv[j 3C + C + h HS + i].
     let q = &qkv[i0 * 3 * c + h * hs..];
     sgemm_serial(i1 - i0, i1, hs, p, t, 1, q, 3 * c, 1, &qkv[c + h * hs..], 1, 3 * c, false);
-    scale_and_mask(p, t, i0, i1, scale);
 }
 
 vectorized! {
-    /// Rows 0..i1 - i0 of p (T apart): columns up to the diagonal (i0 + r) times `scale`, the rest up to i1 zeroed.
-    fn scale_and_mask(p: &mut [f32], t: usize, i0: usize, i1: usize, scale: f32) {
+    /// Rows 0..i1 - i0 of p (T apart) from raw scores s to e^(scale (s - max)) up to the diagonal and 0 right of
+    /// it up to i1: the softmax's numerators. The rows are not divided by their sums here; the caller scales the
+    /// output rows by inv_sum[r] instead (HS multiplies per row rather than one per key). Each row's
+    /// log-sum-exp of the scaled scores goes to lse_b[(i0 + r) NH + h].
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_rows(
+        p: &mut [f32],
+        lse_b: &mut [f32],
+        inv_sum: &mut [f32],
+        t: usize,
+        nh: usize,
+        h: usize,
+        i0: usize,
+        i1: usize,
+        scale: f32,
+    ) {
         for (r, row) in p.chunks_mut(t).take(i1 - i0).enumerate() {
             let (seen, future) = row[..i1].split_at_mut(i0 + r + 1);
-            seen.iter_mut().for_each(|s| *s *= scale);
+            let max = max(seen);
+            seen.iter_mut().for_each(|s| *s = exp((*s - max) * scale));
+            let sum = sum(seen);
+            inv_sum[r] = 1.0 / sum;
+            lse_b[(i0 + r) * nh + h] = max * scale + sum.ln();
             future.fill(0.0);
         }
     }
 }
 
 vectorized! {
-    /// The scaled scores in rows 0..i1 - i0 of p (T apart) turned into probabilities up to the diagonal; each
-    /// row's log-sum-exp goes to lse_b[(i0 + r) NH + h].
-    fn softmax_rows(p: &mut [f32], lse_b: &mut [f32], t: usize, nh: usize, h: usize, i0: usize, i1: usize) {
-        for (r, row) in p.chunks_mut(t).take(i1 - i0).enumerate() {
-            let seen = &mut row[..=i0 + r];
-            let max = max(seen);
-            seen.iter_mut().for_each(|s| *s = exp(*s - max));
-            let sum = sum(seen);
-            let inv_sum = 1.0 / sum;
-            seen.iter_mut().for_each(|s| *s *= inv_sum);
-            lse_b[(i0 + r) * nh + h] = max + sum.ln();
+    /// Rows 0..inv_sum.len() of out_h (C apart, HS wide) times inv_sum: the softmax's division, after P V.
+    fn scale_rows(out_h: &mut [f32], inv_sum: &[f32], c: usize, hs: usize) {
+        for (r, &s) in inv_sum.iter().enumerate() {
+            out_h[r * c..][..hs].iter_mut().for_each(|x| *x *= s);
         }
     }
 }
 
 vectorized! {
-    /// Backward: the scaled scores in rows 0..i1 - i0 of p back to probabilities, from the forward pass's lse.
-    fn probabilities(p: &mut [f32], lse_b: &[f32], t: usize, nh: usize, h: usize, i0: usize, i1: usize) {
+    /// Backward: rows 0..i1 - i0 of p (T apart) from raw scores to probabilities e^(scale s - lse) up to the
+    /// diagonal, with the forward pass's lse, and 0 right of it up to i1.
+    #[allow(clippy::too_many_arguments)]
+    fn probabilities(p: &mut [f32], lse_b: &[f32], t: usize, nh: usize, h: usize, i0: usize, i1: usize, scale: f32) {
         for (r, row) in p.chunks_mut(t).take(i1 - i0).enumerate() {
             let l = lse_b[(i0 + r) * nh + h];
-            row[..=i0 + r].iter_mut().for_each(|s| *s = exp(*s - l));
+            let (seen, future) = row[..i1].split_at_mut(i0 + r + 1);
+            seen.iter_mut().for_each(|s| *s = exp(*s * scale - l));
+            future.fill(0.0);
         }
     }
 }
@@ -126,18 +141,22 @@ fn grown(m: &mut Vec<f32>, t: usize) -> &mut [f32] {
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) {
     let hs = c / nh;
+    let scale = 1.0 / (hs as f32).sqrt();
     out[..b * t * c].par_chunks_mut(t * c).zip(lse[..b * t * nh].par_chunks_mut(t * nh)).enumerate().for_each(
         |(bi, (out_b, lse_b))| {
             let qkv_b = &qkv[bi * t * 3 * c..][..t * 3 * c];
             SCRATCH.with_borrow_mut(|(p, _)| {
                 let p = grown(p, t);
+                let mut inv_sum = [0.0f32; QUERY_BLOCK];
                 for h in 0..nh {
                     for (i0, i1) in blocks(t) {
+                        let inv_sum = &mut inv_sum[..i1 - i0];
                         scores(p, qkv_b, t, c, hs, h, i0, i1);
-                        softmax_rows(p, lse_b, t, nh, h, i0, i1);
-                        // out[i0..i1] (i1 - i0, HS) = P (i1 - i0, i1) · V[0..i1] (i1, HS), rows C apart in out.
+                        softmax_rows(p, lse_b, inv_sum, t, nh, h, i0, i1, scale);
+                        // out[i0..i1] (i1 - i0, HS) = P (i1 - i0, i1) · V[0..i1] (i1, HS) / row sums, rows C apart.
                         let (v, out_h) = (&qkv_b[2 * c + h * hs..], &mut out_b[i0 * c + h * hs..]);
                         sgemm_serial(i1 - i0, hs, i1, out_h, c, 1, p, t, 1, v, 3 * c, 1, false);
+                        scale_rows(out_h, inv_sum, c, hs);
                     }
                 }
             });
@@ -171,7 +190,7 @@ pub fn attention_backward(
                     let rows = i1 - i0;
                     // P recomputed from the scores and the forward pass's lse; zero right of the diagonal.
                     scores(p, qkv_b, t, c, hs, h, i0, i1);
-                    probabilities(p, lse_b, t, nh, h, i0, i1);
+                    probabilities(p, lse_b, t, nh, h, i0, i1, scale);
                     // dP (rows, i1) = dout[i0..i1] (rows, HS) · V[0..i1]ᵀ (HS, i1).
                     let (g, v) = (&dout_b[i0 * c + h * hs..], &qkv_b[2 * c + h * hs..]);
                     sgemm_serial(rows, i1, hs, dp, t, 1, g, c, 1, v, 1, 3 * c, false);
