@@ -1,6 +1,6 @@
 // Residual: the stream adds each block's output to its input (mirrors src/cpu/residual.rs).
-//   forward: out = inp1 + inp2;  backward: dinp1 = dout, dinp2 = dout (the gradient flows to both branches; each
-//   is their first writer in the backward pass, so they are overwritten, not accumulated into).
+//   forward: out = inp1 + inp2;  backward: dinp1 = dout, dinp2 = dout (the gradient flows to both branches; this
+//   is the first write to either in the backward pass, so both are overwritten, not accumulated into).
 //
 // Thread mapping: one thread per group of GROUP consecutive elements (4 floats or 8 bf16), moved with 128-bit
 // loads and stores (common.cuh load_group/store_group; a view that starts off a 16-byte boundary, and the last

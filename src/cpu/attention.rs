@@ -19,6 +19,7 @@
 //! Tasks are the B sequences (a task owns its rows of out, lse and dqkv); the GEMMs inside run on the task's
 //! thread.
 
+use super::grown;
 use super::matmul::sgemm_serial;
 use super::simd::{dot, exp, max, sum, vectorized};
 use rayon::prelude::*;
@@ -129,14 +130,6 @@ vectorized! {
     }
 }
 
-/// The scratch block, at least QUERY_BLOCK x T long.
-fn grown(m: &mut Vec<f32>, t: usize) -> &mut [f32] {
-    if m.len() < QUERY_BLOCK * t {
-        m.resize(QUERY_BLOCK * t, 0.0);
-    }
-    m
-}
-
 /// out: (B, T, C); lse: (B, T, NH); qkv: (B, T, 3C) with q, k, v at channel offsets 0, C, 2C.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) {
@@ -146,7 +139,7 @@ pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], b: usize
         |(bi, (out_b, lse_b))| {
             let qkv_b = &qkv[bi * t * 3 * c..][..t * 3 * c];
             SCRATCH.with_borrow_mut(|(p, _)| {
-                let p = grown(p, t);
+                let p = grown(p, QUERY_BLOCK * t);
                 let mut inv_sum = [0.0f32; QUERY_BLOCK];
                 for h in 0..nh {
                     for (i0, i1) in blocks(t) {
@@ -184,7 +177,7 @@ pub fn attention_backward(
         let (dout_b, out_b) = (&dout[bi * t * c..][..t * c], &out[bi * t * c..][..t * c]);
         let lse_b = &lse[bi * t * nh..][..t * nh];
         SCRATCH.with_borrow_mut(|(p, dp)| {
-            let (p, dp) = (grown(p, t), grown(dp, t));
+            let (p, dp) = (grown(p, QUERY_BLOCK * t), grown(dp, QUERY_BLOCK * t));
             for h in 0..nh {
                 for (i0, i1) in blocks(t) {
                     let rows = i1 - i0;

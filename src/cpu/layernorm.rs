@@ -9,6 +9,7 @@
 //! dweight and dbias in task order. The groups are fixed, so the sums do not depend on the number of threads.
 //! (A second pass over dout and inp by column chunks, which needed no scratch, was 0.7% of a bytes6 step.)
 
+use super::grown;
 use super::simd::{sum, sum_by, vectorized};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -157,10 +158,7 @@ pub fn layernorm_backward(
     let n = b * t;
     let groups = n.div_ceil(PARTIAL_ROWS);
     PARTIALS.with_borrow_mut(|partials| {
-        if partials.len() < groups * 2 * c {
-            partials.resize(groups * 2 * c, 0.0);
-        }
-        let partials = &mut partials[..groups * 2 * c];
+        let partials = grown(partials, groups * 2 * c);
         dinp[..n * c]
             .par_chunks_mut(PARTIAL_ROWS * c)
             .zip(partials.par_chunks_mut(2 * c))

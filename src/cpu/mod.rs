@@ -22,3 +22,12 @@ pub mod simd;
 
 /// Elements per rayon task for element-wise loops: large enough that scheduling costs nothing next to the work.
 pub(crate) const ELEMENTWISE_CHUNK: usize = 16 * 1024;
+
+/// The first `len` floats of a reused scratch buffer, grown (zero-filled) when it is shorter: it allocates the
+/// first time a larger shape comes along, never in the training steps after.
+pub(crate) fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
