@@ -10,7 +10,7 @@
 //! (A second pass over dout and inp by column chunks, which needed no scratch, was 0.7% of a bytes6 step.)
 
 use super::grown;
-use super::simd::{sum, sum_by, vectorized};
+use super::simd::{sum, sum_map, vectorized};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -40,7 +40,7 @@ fn normalize_row(out: &mut [f32], x: &[f32], weight: &[f32], bias: &[f32]) -> (f
     let c = x.len();
     let (out, weight, bias) = (&mut out[..c], &weight[..c], &bias[..c]);
     let m = sum(x) / c as f32;
-    let var = sum_by(c, |i| (x[i] - m) * (x[i] - m)) / c as f32;
+    let var = sum_map([x], |[v]| (v - m) * (v - m)) / c as f32;
     let s = 1.0 / (var + LAYERNORM_EPS).sqrt();
     for i in 0..c {
         out[i] = (x[i] - m) * s * weight[i] + bias[i];
@@ -191,8 +191,8 @@ vectorized! {
         let rows = dinp.chunks_mut(c).zip(dout.chunks(c)).zip(inp.chunks(c));
         for (((dinp_row, g), x), (&m, &s)) in rows.zip(mean.iter().zip(rstd)) {
             let (dinp_row, w, g, x) = (&mut dinp_row[..c], &weight[..c], &g[..c], &x[..c]);
-            let dnorm_mean = sum_by(c, |i| w[i] * g[i]) / c as f32;
-            let dnorm_norm_mean = sum_by(c, |i| w[i] * g[i] * (x[i] - m) * s) / c as f32;
+            let dnorm_mean = sum_map([w, g], |[w, g]| w * g) / c as f32;
+            let dnorm_norm_mean = sum_map([w, g, x], |[w, g, x]| w * g * (x - m) * s) / c as f32;
             for i in 0..c {
                 let norm = (x[i] - m) * s;
                 dinp_row[i] += (w[i] * g[i] - dnorm_mean - norm * dnorm_norm_mean) * s;

@@ -6,7 +6,7 @@
 //! - `vectorized!` defines a function whose body is compiled three times, for AVX-512, for AVX2+FMA and for the
 //!   baseline, and which calls the widest version the CPU supports (`level()`, decided once; the trainer's
 //!   device line shows it, and `LLMRS_SIMD=avx2` or `baseline` caps it: CI runs the layer tests at all three);
-//! - `exp`, `sum_by` (with `sum` and `dot` built on it) and `max` are written so that a loop calling them
+//! - `exp`, `sum_map` (with `sum` and `dot` built on it) and `max` are written so that a loop calling them
 //!   vectorizes: `exp` is a branch-free polynomial instead of a libm call, and the reductions keep `LANES`
 //!   independent partial results instead of one serial chain (which also makes them a little more accurate than
 //!   a left-to-right sum).
@@ -166,33 +166,36 @@ pub(crate) fn exp(x: f32) -> f32 {
     }
 }
 
-/// The sum of f(i) for i in 0..n, in `LANES` interleaved partial sums. `f` should index slices already cut to
-/// length n, so the bounds checks fold away and the loop vectorizes.
+/// The sum of f(x0[i], x1[i], ...) over the elements of the slices `xs` (up to the shortest), in `LANES`
+/// interleaved partial sums. Each block of `LANES` elements is cut from every slice once, as a fixed-size array,
+/// so the loop over a block has no bounds checks and vectorizes. (Indexing the slices element by element from a
+/// computed position did not: the compiler could not prove the positions in bounds, kept a check per element,
+/// and ran the loop on scalars.)
 #[inline(always)]
-pub(crate) fn sum_by(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+pub(crate) fn sum_map<const K: usize>(xs: [&[f32]; K], f: impl Fn([f32; K]) -> f32) -> f32 {
+    let n = xs.iter().map(|x| x.len()).min().unwrap_or(0);
     let mut acc = [0.0f32; LANES];
-    let full = n - n % LANES;
-    for i0 in (0..full).step_by(LANES) {
+    let blocks = n / LANES;
+    for block in 0..blocks {
+        let chunks: [&[f32; LANES]; K] = xs.map(|x| x[block * LANES..][..LANES].try_into().unwrap());
         for (j, a) in acc.iter_mut().enumerate() {
-            *a += f(i0 + j);
+            *a += f(chunks.map(|chunk| chunk[j]));
         }
     }
-    let tail: f32 = (full..n).map(&f).sum();
+    let tail: f32 = (blocks * LANES..n).map(|i| f(xs.map(|x| x[i]))).sum();
     acc.iter().sum::<f32>() + tail
 }
 
 /// The sum of `x`, in `LANES` interleaved partial sums.
 #[inline(always)]
 pub(crate) fn sum(x: &[f32]) -> f32 {
-    sum_by(x.len(), |i| x[i])
+    sum_map([x], |[v]| v)
 }
 
 /// The dot product of `a` and `b` (the shorter length), in `LANES` interleaved partial sums.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    sum_by(n, |i| a[i] * b[i])
+    sum_map([a, b], |[a, b]| a * b)
 }
 
 /// The largest element of `x` (-inf when empty; NaNs are skipped, as f32::max does).
