@@ -541,7 +541,7 @@ fn layernorm_is_bitwise_independent_of_thread_count() {
 // matmul
 // ------------------------------------------------------------------------------------------------------------
 
-/// (B, T, C, OC): OC 389 and 70 are not multiples of the 64-column dbias chunks, B*T = 1 in the second.
+/// (B, T, C, OC): OC 389 and 70 are not multiples of the vector width, B*T = 1 in the second.
 const MATMUL_SHAPES: [(usize, usize, usize, usize); 3] = [(3, 13, 48, 17), (1, 1, 48, 389), (2, 5, 130, 70)];
 
 #[test]
