@@ -1,6 +1,7 @@
 //! Residual: the stream adds each block's output to its input.
 //!
-//! forward: out = inp1 + inp2; backward: dinp1 += dout, dinp2 += dout (the gradient flows to both branches).
+//! forward: out = inp1 + inp2; backward: dinp1 = dout, dinp2 = dout (the gradient flows to both branches; this is
+//! the first write to either in the backward pass, so both are overwritten, not accumulated into).
 
 use super::ELEMENTWISE_CHUNK;
 use rayon::prelude::*;
