@@ -616,26 +616,28 @@ fn matmul_backward_matches_triple_loop_overwrites_dinp_and_accumulates_the_rest_
 
 #[test]
 fn matmul_is_bitwise_independent_of_thread_count() {
-    // Large enough (C 768, as GPT-2 small) that gemm splits the work between threads.
-    let (b, t, c, oc) = (2, 64, 768, 200);
-    let n = b * t;
-    let mut rng = Rng::new(17);
-    let inp = randn(&mut rng, n * c, 1.0);
-    let weight = randn(&mut rng, oc * c, 1.0);
-    let bias = randn(&mut rng, oc, 1.0);
-    let dout = randn(&mut rng, n * oc, 1.0);
-    let run = || {
-        let mut out = vec![0.0; n * oc];
-        matmul_forward(&mut out, &inp, &weight, Some(&bias), b, t, c, oc);
-        let (mut dinp, mut dweight, mut dbias) = (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
-        matmul_backward(&mut dinp, &mut dweight, Some(&mut dbias), &dout, &inp, &weight, b, t, c, oc);
-        [out, dinp, dweight, dbias]
-    };
-    let reference = on_threads(1, run);
-    for threads in MORE_THREADS {
-        let got = on_threads(threads, run);
-        for (name, (x, y)) in ["out", "dinp", "dweight", "dbias"].iter().zip(got.iter().zip(&reference)) {
-            assert_bitwise_eq(&format!("matmul {name}, {threads} threads vs 1"), x, y);
+    // The CPU matmul cuts its products into blocks by thread count: dweight along its longer side (columns for
+    // C 768 > OC 200, rows for OC 300 > C 96), dinp and out by rows, with partial blocks at the ends.
+    for (b, t, c, oc) in [(2, 64, 768, 200), (3, 37, 96, 300)] {
+        let n = b * t;
+        let mut rng = Rng::new(17);
+        let inp = randn(&mut rng, n * c, 1.0);
+        let weight = randn(&mut rng, oc * c, 1.0);
+        let bias = randn(&mut rng, oc, 1.0);
+        let dout = randn(&mut rng, n * oc, 1.0);
+        let run = || {
+            let mut out = vec![0.0; n * oc];
+            matmul_forward(&mut out, &inp, &weight, Some(&bias), b, t, c, oc);
+            let (mut dinp, mut dweight, mut dbias) = (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
+            matmul_backward(&mut dinp, &mut dweight, Some(&mut dbias), &dout, &inp, &weight, b, t, c, oc);
+            [out, dinp, dweight, dbias]
+        };
+        let reference = on_threads(1, run);
+        for threads in MORE_THREADS {
+            let got = on_threads(threads, run);
+            for (name, (x, y)) in ["out", "dinp", "dweight", "dbias"].iter().zip(got.iter().zip(&reference)) {
+                assert_bitwise_eq(&format!("matmul C{c} OC{oc} {name}, {threads} threads vs 1"), x, y);
+            }
         }
     }
 }
