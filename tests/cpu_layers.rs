@@ -616,9 +616,12 @@ fn matmul_backward_matches_triple_loop_overwrites_dinp_and_accumulates_the_rest_
 
 #[test]
 fn matmul_is_bitwise_independent_of_thread_count() {
-    // The CPU matmul cuts its products into blocks by thread count: dweight along its longer side (columns for
-    // C 768 > OC 200, rows for OC 300 > C 96), dinp and out by rows, with partial blocks at the ends.
-    for (b, t, c, oc) in [(2, 64, 768, 200), (3, 37, 96, 300)] {
+    // The CPU matmul cuts each product into blocks by thread count, along the longer side of its output: out
+    // (n, OC), dinp (n, C) and dweight (OC, C) by columns in the first shape; out by columns, dinp and dweight by
+    // rows in the second; out and dinp by rows, dweight by columns in the third; partial blocks at the ends. The
+    // fourth is a tiny model's attention projection: out (16, 32), whose 16 x 16 blocks the gemm crate sums with
+    // another kernel than a 16 x 32 product (so the cut must not depend on the thread count).
+    for (b, t, c, oc) in [(2, 64, 768, 200), (3, 37, 96, 300), (4, 50, 64, 40), (2, 8, 32, 32)] {
         let n = b * t;
         let mut rng = Rng::new(17);
         let inp = randn(&mut rng, n * c, 1.0);
@@ -633,7 +636,8 @@ fn matmul_is_bitwise_independent_of_thread_count() {
             [out, dinp, dweight, dbias]
         };
         let reference = on_threads(1, run);
-        for threads in MORE_THREADS {
+        // 8 threads: more than the blocks, so the gemm crate splits each block too.
+        for threads in MORE_THREADS.into_iter().chain([8]) {
             let got = on_threads(threads, run);
             for (name, (x, y)) in ["out", "dinp", "dweight", "dbias"].iter().zip(got.iter().zip(&reference)) {
                 assert_bitwise_eq(&format!("matmul C{c} OC{oc} {name}, {threads} threads vs 1"), x, y);

@@ -7,6 +7,7 @@
 
 use super::simd::vectorized;
 use rayon::prelude::*;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -186,24 +187,31 @@ pub fn matmul_forward(
     oc: usize,
 ) {
     let n = b * t;
-    let out = &mut out[..n * oc];
-    // Row blocks, two per thread, taken by whichever thread is free (see matmul_backward): the gemm crate's own
-    // split gives each thread a fixed half, and the thread that finishes first waits. Each task starts its rows
-    // at the bias and lets the product accumulate on top (one pass over out, not two).
-    // out (n, oc) = inp (n, c) · weightᵀ (c, oc); weightᵀ[k][j] = weight[j * c + k].
-    let rows = block_size(n, tasks_per_product(rayon::current_num_threads()));
-    let out_dst = SharedDst::new(out);
-    run_tasks(n.div_ceil(rows), |i| {
-        let (r0, r1) = (i * rows, ((i + 1) * rows).min(n));
-        let dst = out_dst.offset(r0 * oc);
+    // out (n, oc) = inp (n, c) · weightᵀ (c, oc); weightᵀ[k][j] = weight[j * c + k]. In BLOCKS blocks taken by
+    // whichever thread is free (see matmul_backward): the gemm crate's own split gives each thread a fixed share,
+    // and the thread that finishes first waits. Each task starts its block at the bias and lets the product
+    // accumulate on top (one pass over out, not two).
+    let product = Product {
+        m: n,
+        n: oc,
+        k: c,
+        dst: SharedDst::new(&mut out[..n * oc]),
+        dst_rs: oc,
+        lhs: Operand { data: inp, rs: c, cs: 1 },
+        rhs: Operand { data: weight, rs: 1, cs: c },
+        accumulate: bias.is_some(),
+        blocks: BLOCKS,
+    };
+    run_tasks(product.tasks(), |i| {
+        let (rows, cols) = product.block(i);
         if let Some(bias) = bias {
-            // SAFETY: rows r0..r1 of out are this task's alone, and out stays borrowed mutably until run_tasks
+            // SAFETY: the block's elements are this task's alone, and out stays borrowed mutably until run_tasks
             // has returned.
-            let rows_out = unsafe { dst.rows(r1 - r0, oc) };
-            rows_out.chunks_exact_mut(oc).for_each(|row| row.copy_from_slice(&bias[..oc]));
+            let block = unsafe { product.dst.offset(rows.start * oc).rows(rows.len(), oc) };
+            block.chunks_exact_mut(oc).for_each(|row| row[cols.clone()].copy_from_slice(&bias[cols.clone()]));
         }
         // SAFETY: as above.
-        unsafe { sgemm_into(1, r1 - r0, oc, c, dst, oc, 1, &inp[r0 * c..], c, 1, weight, 1, c, bias.is_some()) };
+        unsafe { product.run(i) };
     });
 }
 
@@ -223,61 +231,146 @@ pub fn matmul_backward(
     oc: usize,
 ) {
     let n = b * t;
-    let (dout, dinp, dweight) = (&dout[..n * oc], &mut dinp[..n * c], &mut dweight[..oc * c]);
+    let dout = &dout[..n * oc];
     // The backward is three independent jobs: dinp (n, c) = dout (n, oc) · weight (oc, c), dweight (oc, c) +=
     // doutᵀ (oc, n) · inp (n, c) (the same FLOPs as dinp, but 10-20% slower in the gemm crate), and the column sums
     // for dbias. Running each product on all threads in turn loses time in the gemm crate's split of the dweight
     // shape; running them side by side, one thread each, leaves the dinp thread idle for 10-20% of the time
     // (bytes6: 9% of the step). So they are cut into a fixed list of tasks that the threads take in order from a
-    // shared counter, largest first: dweight in one block per thread along its longer side (blocks along the
-    // shorter side made the products slower), dinp in two row blocks per thread, the column sums last. Every
-    // block keeps the whole K of its product, so each output is the same sum in the same order however many
-    // threads there are.
-    let threads = rayon::current_num_threads();
-    let dweight_split = if oc >= c { oc } else { c };
-    let dweight_block = block_size(dweight_split, threads);
-    let dweight_tasks = dweight_split.div_ceil(dweight_block);
-    let dinp_block = block_size(n, tasks_per_product(threads));
-    let dinp_tasks = n.div_ceil(dinp_block);
-    let (dweight, dinp) = (SharedDst::new(dweight), SharedDst::new(dinp));
+    // shared counter, largest first: dweight in DWEIGHT_BLOCKS blocks (smaller blocks made it slower), dinp in
+    // BLOCKS, the column sums last.
+    let dweight = Product {
+        m: oc,
+        n: c,
+        k: n,
+        dst: SharedDst::new(&mut dweight[..oc * c]),
+        dst_rs: c,
+        lhs: Operand { data: dout, rs: 1, cs: oc },
+        rhs: Operand { data: inp, rs: c, cs: 1 },
+        accumulate: true,
+        blocks: DWEIGHT_BLOCKS,
+    };
+    let dinp = Product {
+        m: n,
+        n: c,
+        k: oc,
+        dst: SharedDst::new(&mut dinp[..n * c]),
+        dst_rs: c,
+        lhs: Operand { data: dout, rs: oc, cs: 1 },
+        rhs: Operand { data: weight, rs: c, cs: 1 },
+        accumulate: false,
+        blocks: BLOCKS,
+    };
     let dbias = Mutex::new(dbias);
-    let task = |i: usize| {
+    let (dweight_tasks, dinp_tasks) = (dweight.tasks(), dinp.tasks());
+    run_tasks(dweight_tasks + dinp_tasks + 1, |i| {
         if i < dweight_tasks {
-            let (i0, i1) = (i * dweight_block, ((i + 1) * dweight_block).min(dweight_split));
-            // SAFETY: each task writes its own block of dweight's rows or columns, and dweight and dinp stay
-            // borrowed mutably until every task has finished (the parallel loop below returns after them).
-            unsafe {
-                if oc >= c {
-                    let dst = dweight.offset(i0 * c);
-                    sgemm_into(1, i1 - i0, c, n, dst, c, 1, &dout[i0..], 1, oc, inp, c, 1, true);
-                } else {
-                    let dst = dweight.offset(i0);
-                    sgemm_into(1, oc, i1 - i0, n, dst, c, 1, dout, 1, oc, &inp[i0..], c, 1, true);
-                }
-            }
+            // SAFETY: every task writes its own block of dweight or dinp, and both stay borrowed mutably until
+            // run_tasks has returned.
+            unsafe { dweight.run(i) };
         } else if i < dweight_tasks + dinp_tasks {
-            let j = i - dweight_tasks;
-            let (r0, r1) = (j * dinp_block, ((j + 1) * dinp_block).min(n));
-            // SAFETY: as above; each task writes its own rows of dinp.
-            unsafe {
-                sgemm_into(1, r1 - r0, c, oc, dinp.offset(r0 * c), c, 1, &dout[r0 * oc..], oc, 1, weight, c, 1, false)
-            };
+            // SAFETY: as for dweight.
+            unsafe { dinp.run(i - dweight_tasks) };
         } else if let Some(dbias) = dbias.lock().expect("no task panicked").take() {
             column_sums(&mut dbias[..oc], dout);
         }
-    };
-    run_tasks(dweight_tasks + dinp_tasks + 1, task);
+    });
 }
 
-/// How many row blocks a product is cut into for `threads` threads: two each, so that a thread that finishes its
-/// first block early can take a block the other thread has not started; one block with one thread.
-fn tasks_per_product(threads: usize) -> usize {
-    if threads > 1 {
-        2 * threads
-    } else {
-        1
+/// A read-only matrix operand: element (i, j) at data[i rs + j cs].
+struct Operand<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+/// dst (m, n), row-major with rows dst_rs apart, = (or += with `accumulate`) lhs (m, k) · rhs (k, n), cut into
+/// `blocks` blocks along the longer side of dst. Every block keeps the whole K. How a product is cut depends on
+/// its shape only, never on the thread count: the gemm crate picks its kernel and its K blocking by the shape it
+/// is given (a block of 16 x 16 outputs is summed by another kernel, in another order, than the whole), so the
+/// same cut on any number of threads is what keeps the results bitwise independent of it. With more threads
+/// than blocks, each block is split further by the gemm crate, which sums the same way on any number of
+/// threads. Cutting along the longer side means the operand that every block needs whole
+/// (and the gemm crate packs again for each block) is the one along the shorter side: cut by rows, every block
+/// packs all of rhs (k, n), by columns all of lhs (m, k). (d12's lm head made that matter: row blocks of its
+/// 256 x 50304 logits each packed the whole 50304 x 768 weight.)
+struct Product<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: SharedDst,
+    dst_rs: usize,
+    lhs: Operand<'a>,
+    rhs: Operand<'a>,
+    accumulate: bool,
+    blocks: usize,
+}
+
+impl Product<'_> {
+    /// The length of the side the blocks cut, and the block size along it.
+    fn cut(&self) -> (usize, usize) {
+        let side = self.m.max(self.n);
+        (side, block_size(side, self.blocks))
+    }
+
+    fn tasks(&self) -> usize {
+        let (side, size) = self.cut();
+        side.div_ceil(size)
+    }
+
+    /// Block i's rows and columns of dst.
+    fn block(&self, i: usize) -> (Range<usize>, Range<usize>) {
+        let (side, size) = self.cut();
+        let part = i * size..((i + 1) * size).min(side);
+        if self.m >= self.n {
+            (part, 0..self.n)
+        } else {
+            (0..self.m, part)
+        }
+    }
+
+    /// Computes block i.
+    ///
+    /// # Safety
+    /// No other code may touch block i's elements of dst meanwhile, and dst's buffer must stay alive.
+    unsafe fn run(&self, i: usize) {
+        let (rows, cols) = self.block(i);
+        if rows.is_empty() || cols.is_empty() || self.k == 0 {
+            return;
+        }
+        let (lhs, rhs) = (&self.lhs, &self.rhs);
+        let dst = self.dst.offset(rows.start * self.dst_rs + cols.start);
+        let lhs_block = &lhs.data[rows.start * lhs.rs..];
+        let rhs_block = &rhs.data[cols.start * rhs.cs..];
+        let (m, n) = (rows.len(), cols.len());
+        // SAFETY: the caller's guarantee, for exactly the block's elements (the (m, n) block at its offset).
+        unsafe {
+            sgemm_into(
+                1,
+                m,
+                n,
+                self.k,
+                dst,
+                self.dst_rs,
+                1,
+                lhs_block,
+                lhs.rs,
+                lhs.cs,
+                rhs_block,
+                rhs.rs,
+                rhs.cs,
+                self.accumulate,
+            )
+        };
     }
 }
+
+/// How many blocks the forward product and dinp are cut into: enough for a thread that finishes early to take
+/// one another thread has not started (with 2 threads), few enough that packing the operand every block needs
+/// whole costs little (bytes6's products alone, one thread: 4 blocks 1.03x the time of one call, 8 blocks 1.05x).
+const BLOCKS: usize = 4;
+/// How many blocks dweight is cut into: its K (B*T) is long, and 4 blocks cost it 1.1x the time of one call.
+const DWEIGHT_BLOCKS: usize = 2;
 
 /// Runs task(0), task(1), ... task(tasks - 1), each once, on all threads of the pool: every thread takes the
 /// next task from a shared counter until none is left, so tasks start in order and a thread that is fast (or
