@@ -290,8 +290,8 @@ struct Operand<'a> {
 /// is given (a block of 16 x 16 outputs is summed by another kernel, in another order, than the whole), so the
 /// same cut on any number of threads is what keeps the results bitwise independent of it. With more threads
 /// than blocks, each block is split further by the gemm crate, which sums the same way on any number of
-/// threads. Cutting along the longer side means the operand that every block needs whole
-/// (and the gemm crate packs again for each block) is the one along the shorter side: cut by rows, every block
+/// threads. Cutting along the longer side means the operand that every block needs whole (and the gemm crate
+/// packs again for each block) is the one along the shorter side: cut by rows, every block
 /// packs all of rhs (k, n), by columns all of lhs (m, k). (d12's lm head made that matter: row blocks of its
 /// 256 x 50304 logits each packed the whole 50304 x 768 weight.)
 struct Product<'a> {
@@ -343,10 +343,13 @@ impl Product<'_> {
         let lhs_block = &lhs.data[rows.start * lhs.rs..];
         let rhs_block = &rhs.data[cols.start * rhs.cs..];
         let (m, n) = (rows.len(), cols.len());
+        // More threads than blocks (4 blocks, or 2 + 4 in the backward, run at a time): the gemm crate splits each
+        // block among a share of them.
+        let threads = (rayon::current_num_threads() / BLOCKS).max(1);
         // SAFETY: the caller's guarantee, for exactly the block's elements (the (m, n) block at its offset).
         unsafe {
             sgemm_into(
-                1,
+                threads,
                 m,
                 n,
                 self.k,
