@@ -31,8 +31,9 @@ pub(crate) fn sgemm(
     rhs_cs: usize,
     accumulate: bool,
 ) {
-    let threads = rayon::current_num_threads();
-    sgemm_with(threads, m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate)
+    let (threads, dst) = (rayon::current_num_threads(), SharedDst::new(dst));
+    // SAFETY: `dst` comes from a `&mut` borrow held for this call, so nothing else reads or writes it meanwhile.
+    unsafe { sgemm_into(threads, m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate) }
 }
 
 /// `sgemm` on the calling thread only, for callers that are already one task of a parallel loop.
@@ -52,30 +53,9 @@ pub(crate) fn sgemm_serial(
     rhs_cs: usize,
     accumulate: bool,
 ) {
-    sgemm_with(1, m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate)
-}
-
-/// `sgemm` split over `threads` threads of the pool (1: on the calling thread).
-#[allow(clippy::too_many_arguments)]
-fn sgemm_with(
-    threads: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    dst_cs: usize,
-    lhs: &[f32],
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: &[f32],
-    rhs_rs: usize,
-    rhs_cs: usize,
-    accumulate: bool,
-) {
     let dst = SharedDst::new(dst);
     // SAFETY: `dst` comes from a `&mut` borrow held for this call, so nothing else reads or writes it meanwhile.
-    unsafe { sgemm_into(threads, m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate) }
+    unsafe { sgemm_into(1, m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate) }
 }
 
 /// A matrix that several tasks write at once, each task its own block of elements. A raw pointer rather than
@@ -116,7 +96,8 @@ impl SharedDst {
     }
 }
 
-/// `sgemm_with` writing through a SharedDst.
+/// dst (m, n) += lhs (m, k) · rhs (k, n) as in `sgemm`, split over `threads` threads of the pool (1: on the
+/// calling thread), writing through a SharedDst.
 ///
 /// # Safety
 /// While this runs, no other code may read or write the elements of `dst` this product writes (the (m, n) block
