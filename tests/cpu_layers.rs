@@ -616,7 +616,7 @@ fn matmul_backward_matches_triple_loop_overwrites_dinp_and_accumulates_the_rest_
 
 #[test]
 fn matmul_is_bitwise_independent_of_thread_count() {
-    // The CPU matmul cuts each product into blocks by thread count, along the longer side of its output: out
+    // The CPU matmul cuts each product into a fixed number of blocks along the longer side of its output: out
     // (n, OC), dinp (n, C) and dweight (OC, C) by columns in the first shape; out by columns, dinp and dweight by
     // rows in the second; out and dinp by rows, dweight by columns in the third; partial blocks at the ends. The
     // fourth is a tiny model's attention projection: out (16, 32), whose 16 x 16 blocks the gemm crate sums with
