@@ -67,8 +67,8 @@ struct SharedDst {
     len: usize,
 }
 
-// SAFETY: a SharedDst is only dereferenced by `sgemm_into`, whose callers guarantee that no two tasks write the
-// same element and that the buffer outlives the tasks.
+// SAFETY: a SharedDst is only dereferenced by `sgemm_into` and `slice`, whose callers guarantee that no two tasks
+// touch the same element and that the buffer outlives the tasks.
 unsafe impl Send for SharedDst {}
 // SAFETY: as for Send.
 unsafe impl Sync for SharedDst {}
@@ -78,14 +78,14 @@ impl SharedDst {
         SharedDst { ptr: dst.as_mut_ptr(), len: dst.len() }
     }
 
-    /// Its first `rows` rows of `cols` elements as a slice.
+    /// Its first `len` elements as a slice.
     ///
     /// # Safety
     /// No other code may read or write those elements while the slice lives.
-    unsafe fn rows<'a>(self, rows: usize, cols: usize) -> &'a mut [f32] {
-        assert!(rows * cols <= self.len, "sgemm: rows out of bounds");
+    unsafe fn slice<'a>(self, len: usize) -> &'a mut [f32] {
+        assert!(len <= self.len, "sgemm: slice out of bounds");
         // SAFETY: in bounds (asserted); exclusive by the caller's guarantee.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, rows * cols) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, len) }
     }
 
     /// The same buffer from element `offset` on.
@@ -186,12 +186,16 @@ pub fn matmul_forward(
     run_tasks(product.tasks(), |i| {
         let (rows, cols) = product.block(i);
         if let Some(bias) = bias {
-            // SAFETY: the block's elements are this task's alone, and out stays borrowed mutably until run_tasks
-            // has returned.
-            let block = unsafe { product.dst.offset(rows.start * oc).rows(rows.len(), oc) };
-            block.chunks_exact_mut(oc).for_each(|row| row[cols.clone()].copy_from_slice(&bias[cols.clone()]));
+            for r in rows {
+                // SAFETY: row r's columns `cols` belong to this task's block alone (a column block's rows share
+                // their other columns with other tasks, so the slice covers the block's columns only), and out
+                // stays borrowed mutably until run_tasks has returned.
+                let row = unsafe { product.dst.offset(r * oc + cols.start).slice(cols.len()) };
+                row.copy_from_slice(&bias[cols.clone()]);
+            }
         }
-        // SAFETY: as above.
+        // SAFETY: block i's elements are this task's alone, and out stays borrowed mutably until run_tasks has
+        // returned.
         unsafe { product.run(i) };
     });
 }
