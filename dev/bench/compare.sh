@@ -13,6 +13,11 @@
 # Usage: bash dev/bench/compare.sh [--rounds 3] [--configs "d4 d12"] [-b 4] [-t 64] [--threads 2]
 #                                  [--warmup 2] [--steps 8]
 #        bash dev/bench/compare.sh --issue6    # issue 6's three configs: d12:4:64 d4:8:256 bytes6:16:256
+#        bash dev/bench/compare.sh --gemm [--configs "bytes6"] [--rounds 3]
+#            only the matmuls: llmrs's matmul layer (`cargo bench --bench gemm_shapes`) against PyTorch's addmm_
+#            (dev/bench/torch_matmul.py) at issue 6's shapes (d12, d4, bytes6 with their B and T), alternating, as
+#            ms per training step (L x every layer's products + the LM head's). Says which part of a gap in the
+#            step is the GEMM library.
 # A config is a preset (d4, d6, d12) or bytes6 (d6's shape with a 256-token byte vocabulary, trained by llmrs on
 # byte-tokenized text made here with `llmrs prepare --tokenizer bytes`), optionally with its own B and T as
 # NAME:B:T (else -b and -t).
@@ -27,6 +32,7 @@ THREADS=2
 WARMUP=2
 STEPS=8
 PYTHON=${PYTHON:-python3}
+GEMM=0
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -38,6 +44,7 @@ while [[ $# -gt 0 ]]; do
         --warmup) WARMUP=$2; shift 2 ;;
         --steps) STEPS=$2; shift 2 ;;
         --issue6) CONFIGS="d12:4:64 d4:8:256 bytes6:16:256"; shift ;;
+        --gemm) GEMM=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -48,6 +55,49 @@ HERE=dev/bench
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 RESULTS=$WORK/results.jsonl
+
+if (( GEMM )); then
+    [[ $CONFIGS == "d4 d12" ]] && CONFIGS="d12 d4 bytes6"
+    NAMES=$(for spec in $CONFIGS; do echo "${spec%%:*}"; done)
+    for name in $NAMES; do
+        [[ $name =~ ^(d12|d4|bytes6)$ ]] || { echo "compare.sh --gemm: config '$name' is not one of d12, d4, bytes6" >&2; exit 2; }
+    done
+    echo "== building the gemm_shapes bench"
+    cargo bench --bench gemm_shapes --no-run 2>&1 | tail -1
+    echo "== $(date -u '+%Y-%m-%d %H:%M UTC') | $(nproc) cores | $(lscpu | sed -n 's/^Model name: *//p')"
+    echo "== matmuls only, threads=$THREADS | $ROUNDS rounds | configs: $(echo $NAMES)"
+    for round in $(seq 1 "$ROUNDS"); do
+        echo "-- round $round/$ROUNDS | load: $(cut -d' ' -f1-3 /proc/loadavg)"
+        llmrs() { RAYON_NUM_THREADS=$THREADS cargo bench -q --bench gemm_shapes -- $NAMES 2>/dev/null; }
+        torch() { "$PYTHON" "$HERE/torch_matmul.py" --threads "$THREADS" $NAMES; }
+        if (( round % 2 == 1 )); then llmrs >"$WORK/l.txt"; torch >"$WORK/p.txt"; else torch >"$WORK/p.txt"; llmrs >"$WORK/l.txt"; fi
+        cat "$WORK/l.txt" "$WORK/p.txt" | grep '^{' | sed "s/}\$/, \"round\": $round}/" >>"$RESULTS"
+        "$PYTHON" - "$RESULTS" "$round" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if json.loads(line)["round"] == int(sys.argv[2])]
+for config in dict.fromkeys(r["config"] for r in rows):
+    ms = {r["framework"]: r["step_ms"] for r in rows if r["config"] == config}
+    print(f"   {config:<7} llmrs {ms['llmrs']:8.1f} ms | pytorch {ms['pytorch']:8.1f} ms | ratio {ms['llmrs'] / ms['pytorch']:.2f}")
+PY
+    done
+    echo
+    "$PYTHON" - "$RESULTS" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+print(f"{'config':<7} {'rounds':>6} {'llmrs ms':>9} {'pytorch ms':>10} {'ratio':>6} | per-round ratios")
+for config in dict.fromkeys(r["config"] for r in rows):
+    by = {fw: {r["round"]: r["step_ms"] for r in rows if r["config"] == config and r["framework"] == fw}
+          for fw in ("llmrs", "pytorch")}
+    rounds = sorted(set(by["llmrs"]) & set(by["pytorch"]))
+    ratios = [by["llmrs"][i] / by["pytorch"][i] for i in rounds]
+    print(f"{config:<7} {len(rounds):>6} {statistics.median(by['llmrs'][i] for i in rounds):>9.1f} "
+          f"{statistics.median(by['pytorch'][i] for i in rounds):>10.1f} {statistics.median(ratios):>6.2f} | "
+          + " ".join(f"{r:.2f}" for r in ratios))
+print("ms: a training step's matmuls (forward, dinp, dweight of every layer and the LM head), median over rounds;")
+print("ratio: median over rounds of llmrs / pytorch in the same round (< 1: llmrs's products are faster).")
+PY
+    exit 0
+fi
 
 echo "== building the release trainer"
 cargo build --release --bin train_gpt2 --bin llmrs 2>&1 | tail -1
