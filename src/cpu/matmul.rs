@@ -269,16 +269,16 @@ struct Operand<'a> {
     cs: usize,
 }
 
-/// dst (m, n), row-major with rows dst_rs apart, = (or += with `accumulate`) lhs (m, k) · rhs (k, n), cut into
-/// `blocks` blocks along the longer side of dst. Every block keeps the whole K. How a product is cut depends on
-/// its shape only, never on the thread count: the gemm crate picks its kernel and its K blocking by the shape it
-/// is given (a block of 16 x 16 outputs is summed by another kernel, in another order, than the whole), so the
-/// same cut on any number of threads is what keeps the results bitwise independent of it. With more threads
-/// than blocks, each block is split further by the gemm crate, which sums the same way on any number of
-/// threads. Cutting along the longer side means the operand that every block needs whole (and the gemm crate
-/// packs again for each block) is the one along the shorter side: cut by rows, every block
-/// packs all of rhs (k, n), by columns all of lhs (m, k). (d12's lm head made that matter: row blocks of its
-/// 256 x 50304 logits each packed the whole 50304 x 768 weight.)
+/// dst (m, n), row-major with rows dst_rs apart, = (or += with `accumulate`) lhs (m, k) · rhs (k, n), cut along
+/// the longer side of dst into blocks in the proportions `blocks`. Every block keeps the whole K. How a product
+/// is cut depends on its shape only, never on the thread count: the gemm crate picks its kernel and its K
+/// blocking by the shape it is given (a block of 16 x 16 outputs is summed by another kernel, in another order,
+/// than the whole), so the same cut on any number of threads is what keeps the results bitwise independent of
+/// it. With more threads than blocks, each block is split further by the gemm crate, which sums the same way on
+/// any number of threads. Cutting along the longer side means the operand that every block needs whole (and the
+/// gemm crate packs again for each block) is the one along the shorter side: cut by rows, every block packs all
+/// of rhs (k, n), by columns all of lhs (m, k). (d12's lm head made that matter: row blocks of its 256 x 50304
+/// logits each packed the whole 50304 x 768 weight.)
 struct Product<'a> {
     m: usize,
     n: usize,
@@ -288,25 +288,18 @@ struct Product<'a> {
     lhs: Operand<'a>,
     rhs: Operand<'a>,
     accumulate: bool,
-    blocks: usize,
+    blocks: &'static [usize],
 }
 
 impl Product<'_> {
-    /// The length of the side the blocks cut, and the block size along it.
-    fn cut(&self) -> (usize, usize) {
-        let side = self.m.max(self.n);
-        (side, block_size(side, self.blocks))
-    }
-
     fn tasks(&self) -> usize {
-        let (side, size) = self.cut();
-        side.div_ceil(size)
+        self.blocks.len()
     }
 
     /// Block i's rows and columns of dst.
     fn block(&self, i: usize) -> (Range<usize>, Range<usize>) {
-        let (side, size) = self.cut();
-        let part = i * size..((i + 1) * size).min(side);
+        let side = self.m.max(self.n);
+        let part = block_range(side, self.blocks, i);
         if self.m >= self.n {
             (part, 0..self.n)
         } else {
@@ -330,7 +323,7 @@ impl Product<'_> {
         let (m, n) = (rows.len(), cols.len());
         // More threads than blocks (4 blocks, or 2 + 4 in the backward, run at a time): the gemm crate splits each
         // block among a share of them.
-        let threads = (rayon::current_num_threads() / BLOCKS).max(1);
+        let threads = (rayon::current_num_threads() / self.blocks.len()).max(1);
         // SAFETY: the caller's guarantee, for exactly the block's elements (the (m, n) block at its offset).
         unsafe {
             sgemm_into(
@@ -353,12 +346,15 @@ impl Product<'_> {
     }
 }
 
-/// How many blocks the forward product and dinp are cut into: enough for a thread that finishes early to take
-/// one another thread has not started (with 2 threads), few enough that packing the operand every block needs
-/// whole costs little (bytes6's products alone, one thread: 4 blocks 1.03x the time of one call, 8 blocks 1.05x).
-const BLOCKS: usize = 4;
-/// How many blocks dweight is cut into: its K (B*T) is long, and 4 blocks cost it 1.1x the time of one call.
-const DWEIGHT_BLOCKS: usize = 2;
+/// The forward product's and dinp's blocks, as proportions of the side they cut. Four, so that packing the operand
+/// every block needs whole costs little (bytes6's products alone, one thread: 4 blocks 1.03x the time of one call,
+/// 8 blocks 1.05x); two large ones first and two small ones last, so that the thread that finishes first waits
+/// for at most a small block. With four equal blocks one CPU sat idle, while the other finished a last block, in
+/// 4.3-6.6% of a bytes6 run's steady steps (perf -a); with these, 1.5-3.6%.
+const BLOCKS: &[usize] = &[4, 4, 1, 1];
+/// dweight's blocks: two halves. Its K (B*T) is long, and 4 blocks cost it 1.1x the time of one call; the dinp
+/// blocks queued behind them even the threads out.
+const DWEIGHT_BLOCKS: &[usize] = &[1, 1];
 
 /// Runs task(0), task(1), ... task(tasks - 1), each once, on all threads of the pool: every thread takes the
 /// next task from a shared counter until none is left, so tasks start in order and a thread that is fast (or
@@ -374,9 +370,15 @@ fn run_tasks(tasks: usize, task: impl Fn(usize) + Sync) {
     });
 }
 
-/// Blocks of `len` for `parts` tasks: nearly equal, a multiple of 16 (whole vectors) unless `len` is smaller.
-fn block_size(len: usize, parts: usize) -> usize {
-    len.div_ceil(parts.max(1)).next_multiple_of(16).clamp(1, len.max(1))
+/// Block i of `len` cut in the proportions `weights`: its start and end are rounded up to a multiple of 16
+/// (whole vectors), so late blocks may be empty when `len` is small.
+fn block_range(len: usize, weights: &[usize], i: usize) -> Range<usize> {
+    let total: usize = weights.iter().sum();
+    let bound = |j: usize| {
+        let before: usize = weights[..j].iter().sum();
+        (len * before).div_ceil(total).next_multiple_of(16).min(len)
+    };
+    bound(i)..bound(i + 1)
 }
 
 vectorized! {
