@@ -392,3 +392,30 @@ vectorized! {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blocks of a side tile it exactly (each element written by one task, none left out), in order, each
+    /// starting at a multiple of 16 or at the end.
+    #[test]
+    fn blocks_tile_the_side() {
+        for weights in [BLOCKS, DWEIGHT_BLOCKS, &[1][..], &[3, 1, 2][..]] {
+            for len in 0..600 {
+                let mut next = 0;
+                for i in 0..weights.len() {
+                    let r = block_range(len, weights, i);
+                    assert_eq!(r.start, next, "len {len}, weights {weights:?}: block {i} starts at {}", r.start);
+                    assert!(r.start <= r.end && r.end <= len, "len {len}, weights {weights:?}: block {i} is {r:?}");
+                    assert!(r.start % 16 == 0 || r.start == len, "len {len}: block {i} starts at {}", r.start);
+                    next = r.end;
+                }
+                assert_eq!(next, len, "len {len}, weights {weights:?}: the blocks end at {next}");
+            }
+        }
+        // bytes6's rows: 1648 + 1632 + 416 + 400.
+        let sizes: Vec<usize> = (0..4).map(|i| block_range(4096, BLOCKS, i).len()).collect();
+        assert_eq!(sizes, [1648, 1632, 416, 400]);
+    }
+}
