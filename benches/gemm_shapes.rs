@@ -70,10 +70,16 @@ fn main() {
         }
         println!("{name} B*T={n} C={c} L={layers}, {threads} threads (ms per call, GFLOP/s)");
         let mut step_s = 0.0;
-        for (cin, oc, count) in [(c, 3 * c, layers), (c, c, layers), (c, 4 * c, layers), (4 * c, c, layers), (c, vp, 1)]
-        {
-            let lm_head = oc == vp && count == 1;
-            let (forward, backward) = time_shape(n, cin, oc, !lm_head);
+        // (C_in, OC, calls per step, bias): every layer's four matmuls, then the LM head (no bias).
+        let shapes = [
+            (c, 3 * c, layers, true),
+            (c, c, layers, true),
+            (c, 4 * c, layers, true),
+            (4 * c, c, layers, true),
+            (c, vp, 1, false),
+        ];
+        for (cin, oc, count, bias) in shapes {
+            let (forward, backward) = time_shape(n, cin, oc, bias);
             let flops = 2.0 * (n * cin * oc) as f64;
             println!(
                 "  {n}x{cin} -> {oc:<6} forward {:8.2} ms {:6.1} | backward {:8.2} ms {:6.1}",

@@ -71,10 +71,10 @@ if (( GEMM )); then
     cargo bench --bench gemm_shapes --no-run 2>&1 | tail -1
     echo "== $(date -u '+%Y-%m-%d %H:%M UTC') | $(nproc) cores | $(lscpu | sed -n 's/^Model name: *//p')"
     echo "== matmuls only, threads=$THREADS | $ROUNDS rounds | configs: $(echo $NAMES)"
+    llmrs() { RAYON_NUM_THREADS=$THREADS cargo bench -q --bench gemm_shapes -- $NAMES 2>/dev/null; }
+    torch() { "$PYTHON" "$HERE/torch_matmul.py" --threads "$THREADS" $NAMES; }
     for round in $(seq 1 "$ROUNDS"); do
         echo "-- round $round/$ROUNDS | load: $(cut -d' ' -f1-3 /proc/loadavg)"
-        llmrs() { RAYON_NUM_THREADS=$THREADS cargo bench -q --bench gemm_shapes -- $NAMES 2>/dev/null; }
-        torch() { "$PYTHON" "$HERE/torch_matmul.py" --threads "$THREADS" $NAMES; }
         if (( round % 2 == 1 )); then llmrs >"$WORK/l.txt"; torch >"$WORK/p.txt"; else torch >"$WORK/p.txt"; llmrs >"$WORK/l.txt"; fi
         cat "$WORK/l.txt" "$WORK/p.txt" | grep '^{' | sed "s/}\$/, \"round\": $round}/" >>"$RESULTS"
         "$PYTHON" - "$RESULTS" "$round" <<'PY'
