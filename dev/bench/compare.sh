@@ -51,6 +51,16 @@ while [[ $# -gt 0 ]]; do
 done
 
 cd "$(dirname "$0")/../.."
+# The machine in one line. Some VMs name their CPU by brand only ("AMD EPYC"), and the ratios differ a lot between
+# CPUs (on AMD ones PyTorch's MKL takes its generic code path, as MKL_VERBOSE=1 shows), so the CPU family and
+# model numbers go in too.
+machine() {
+    local name family model
+    name=$(lscpu | sed -n 's/^Model name: *//p')
+    family=$(sed -n 's/^cpu family[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+    model=$(sed -n 's/^model[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+    echo "== $(date -u '+%Y-%m-%d %H:%M UTC') | $(nproc) cores | $name (family $family, model $model)"
+}
 HERE=dev/bench
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -69,7 +79,7 @@ if (( GEMM )); then
     NAMES=$(for spec in $CONFIGS; do echo "${spec%%:*}"; done)
     echo "== building the gemm_shapes bench"
     cargo bench --bench gemm_shapes --no-run 2>&1 | tail -1
-    echo "== $(date -u '+%Y-%m-%d %H:%M UTC') | $(nproc) cores | $(lscpu | sed -n 's/^Model name: *//p')"
+    machine
     echo "== matmuls only, threads=$THREADS | $ROUNDS rounds | configs: $(echo $NAMES)"
     llmrs() { RAYON_NUM_THREADS=$THREADS cargo bench -q --bench gemm_shapes -- $NAMES 2>/dev/null; }
     torch() { "$PYTHON" "$HERE/torch_matmul.py" --threads "$THREADS" $NAMES; }
@@ -112,7 +122,7 @@ if [[ " $CONFIGS " == *" bytes6"* ]]; then
         | xargs cat >"$WORK/bytes.txt"
     target/release/llmrs prepare "$WORK/bytes.txt" --tokenizer bytes -o "$WORK/bytes" >/dev/null
 fi
-echo "== $(date -u '+%Y-%m-%d %H:%M UTC') | $(nproc) cores | $(lscpu | sed -n 's/^Model name: *//p')"
+machine
 echo "== B=$B T=$T (unless a config names its own) threads=$THREADS | $WARMUP warm-up + $STEPS timed steps per run | $ROUNDS rounds"
 
 # llmrs: the trainer on its built-in data (no validation, no samples, constant lr, weight decay 0.1 as pytorch),
