@@ -12,6 +12,7 @@
 //! rayon's global pool (`RAYON_NUM_THREADS`).
 
 use llmrs::cpu::matmul::{matmul_backward, matmul_forward};
+use llmrs::rng::Rng;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -38,15 +39,18 @@ fn median_seconds(mut f: impl FnMut()) -> f64 {
     times[TIMED / 2]
 }
 
-/// Values in [-0.5, 0.5): the timing does not depend on them, but zeros or subnormals could.
-fn filled(len: usize, salt: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7919 + salt * 104_729) % 1000) as f32 / 1000.0 - 0.5).collect()
+/// Normal random values: the timing does not depend on them, but zeros or subnormals could.
+fn randn(rng: &mut Rng, len: usize) -> Vec<f32> {
+    let mut v = vec![0.0; len];
+    rng.fill_normal(&mut v, 1.0);
+    v
 }
 
 /// Forward and backward seconds of one layer shape: inp (n, c) -> out (n, oc), with a bias when `bias`.
 fn time_shape(n: usize, c: usize, oc: usize, bias: bool) -> (f64, f64) {
-    let (inp, weight, dout) = (filled(n * c, 1), filled(oc * c, 2), filled(n * oc, 3));
-    let b = bias.then(|| filled(oc, 4));
+    let mut rng = Rng::new(42);
+    let (inp, weight, dout) = (randn(&mut rng, n * c), randn(&mut rng, oc * c), randn(&mut rng, n * oc));
+    let b = bias.then(|| randn(&mut rng, oc));
     let (mut out, mut dinp, mut dweight, mut dbias) =
         (vec![0.0; n * oc], vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
     // B = 1, T = n: the layer only sees their product.
